@@ -1,0 +1,69 @@
+/*
+ * Public face of the virtio layer: the virtio-mmio transport (version 2,
+ * split virtqueues with indirect descriptors and event index) and the
+ * device models. The VM core creates a device, wraps it in a transport at an
+ * MMIO window and IRQ, registers virtio_mmio_access() on the MMIO bus and
+ * appends virtio_mmio_cmdline() to the kernel command line.
+ */
+#ifndef CAPSEM_VMM_VIRTIO_H
+#define CAPSEM_VMM_VIRTIO_H
+
+#include "loop.h"
+#include "memory.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VIRTIO_MMIO_WINDOW 0x1000u
+
+struct virtio_dev;  /* a device model */
+struct virtio_mmio; /* a transport window bound to one device */
+
+/* What a transport needs from the VM it lives in (all borrowed). */
+struct virtio_host {
+    const struct vmm_mem *mem;
+    /* Device back-ends run on this loop's thread. */
+    struct vmm_loop *loop;
+    /*
+     * Ask KVM to signal `fd` when the guest writes the 4-byte value
+     * `datamatch` at guest physical `addr` (KVM_IOEVENTFD). NULL in unit
+     * tests: the transport then signals `fd` itself on QueueNotify.
+     */
+    int (*add_ioeventfd)(void *opaque, uint64_t addr, uint32_t datamatch, int fd);
+    void *opaque;
+};
+
+/*
+ * Bind `dev` (owned, also on failure) to a transport at guest physical
+ * `base` (VIRTIO_MMIO_WINDOW bytes) raising GSI `irq` by writing to `irqfd`
+ * (owned; the caller has attached it with KVM_IRQFD). 0 or -errno.
+ */
+__attribute__((warn_unused_result)) int virtio_mmio_create(struct virtio_mmio **out,
+                                                           const struct virtio_host *host,
+                                                           struct virtio_dev *dev, uint64_t base,
+                                                           uint32_t irq, int irqfd);
+/* Stop the device, release its back-end and the transport. Accepts NULL. Loop thread. */
+void virtio_mmio_destroy(struct virtio_mmio *t);
+
+/* A vmm_mmio_fn: `opaque` is the struct virtio_mmio. vCPU threads. */
+void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
+
+/* Write "virtio_mmio.device=4K@0x<base>:<irq>" into buf. Returns chars written or -ENOSPC. */
+int virtio_mmio_cmdline(const struct virtio_mmio *t, char *buf, size_t size);
+
+/* virtio-rng, fed from getrandom(2). */
+__attribute__((warn_unused_result)) int virtio_rng_create(struct virtio_dev **out);
+
+/*
+ * virtio-vsock with the Firecracker-compatible Unix socket mapping: a guest
+ * connection to host port P becomes a connection to "<uds_path>_P"; a host
+ * process reaches guest port P by connecting to `uds_path` (this device
+ * listens there) and sending "CONNECT P\n", answered with "OK <port>\n".
+ * `uds_path` is copied.
+ */
+__attribute__((warn_unused_result)) int virtio_vsock_create(struct virtio_dev **out,
+                                                            uint64_t guest_cid,
+                                                            const char *uds_path);
+
+#endif
