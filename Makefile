@@ -1,0 +1,38 @@
+# Thin wrapper over the one CMake build, so the quick start is two commands.
+#   make run    build everything (host programs, guest kernel, initramfs) and
+#               run the main job: capsem run -- uname -a
+#   make test   build, then run every test: unit, lint and kvm (real VMs) in the
+#               normal build, and the unit tests again under ASan + UBSan
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+JOBS ?= $(shell nproc)
+
+.PHONY: all build asan run test clean
+
+all: build
+
+build:
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j$(JOBS)
+
+asan:
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Asan >/dev/null
+	@cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+# On a host whose /dev/kvm cannot run guest kernels at useful speed (nested
+# KVM without hardware support), the main job runs inside the KVM test bed.
+run: build
+	@if $(BUILD)/bin/capsem-vmm --probe >/dev/null 2>&1; then \
+	    $(BUILD)/bin/capsem run -- uname -a; \
+	else \
+	    $(BUILD)/bin/capsem-vmm --probe || true; \
+	    echo "make run: this host's KVM cannot run guests directly; using the KVM test bed"; \
+	    tests/kvm-bed/run -- $(BUILD)/bin/capsem run -- uname -a; \
+	fi
+
+test: build asan
+	ctest --test-dir $(BUILD) --output-on-failure -j2
+	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 -L unit
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
