@@ -1,0 +1,84 @@
+/*
+ * capsem-agent: connects to the host over vsock (CID 2, port 5000), then
+ * hands the connection to the agent core (agent.c), which serves the control
+ * protocol until the host asks for shutdown. Exits 0 after `bye`, 1 on any
+ * failure; capsem-init powers the VM off when this process ends.
+ */
+#include "agent.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/vm_sockets.h>
+
+#define CONTROL_PORT 5000
+/* The vsock device may come up a little after us: retry connecting this long. */
+#define CONNECT_TRIES 100
+#define CONNECT_DELAY_NS (50 * 1000 * 1000)
+
+static int set_clock(void *ctx, int64_t time_ns)
+{
+    (void)ctx;
+    struct timespec ts = {.tv_sec = time_ns / 1000000000, .tv_nsec = time_ns % 1000000000};
+    if (time_ns < 0)
+        return -EINVAL;
+    return clock_settime(CLOCK_REALTIME, &ts) < 0 ? -errno : 0;
+}
+
+static int set_hostname(void *ctx, const char *name, size_t len)
+{
+    (void)ctx;
+    return sethostname(name, len) < 0 ? -errno : 0;
+}
+
+/* Connect to the host's control port; 0 and *out, or -errno after the retries. */
+static int connect_host(int *out)
+{
+    int err = 0;
+    for (int i = 0; i < CONNECT_TRIES; i++) {
+        int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -errno;
+        struct sockaddr_vm sa = {
+            .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = CONTROL_PORT};
+        if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            *out = fd;
+            return 0;
+        }
+        err = errno;
+        close(fd);
+        struct timespec d = {0, CONNECT_DELAY_NS};
+        nanosleep(&d, NULL);
+    }
+    return -err;
+}
+
+int main(void)
+{
+    struct agent *a = NULL;
+    int fd = -1;
+    int rc;
+
+    log_init("capsem-agent", LOG_WARN);
+    rc = connect_host(&fd);
+    if (rc) {
+        LOG_ERR("event=connect cid=2 port=%d err=\"%s\"", CONTROL_PORT, strerror(-rc));
+        goto out;
+    }
+    struct agent_options opt = {
+        .version = AGENT_VERSION, .set_clock = set_clock, .set_hostname = set_hostname};
+    rc = agent_create(fd, &opt, &a);
+    if (rc) {
+        LOG_ERR("event=agent_create err=\"%s\"", strerror(-rc));
+        close(fd);
+        goto out;
+    }
+    rc = agent_run(a);
+out:
+    agent_destroy(a);
+    return rc ? 1 : 0;
+}
