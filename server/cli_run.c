@@ -1,0 +1,642 @@
+/*
+ * `capsem run`: option parsing, finding the monitor and the guest assets,
+ * and the glue between the host's terminal side (stdin, stdout, stderr,
+ * signals, the --timeout timer) and one vm_runner, all on one server_loop.
+ * Signals arrive through a signalfd; the VMM and every file of the run are
+ * gone before this returns, whatever ended the run.
+ */
+#include "cli_run.h"
+
+#include "log.h"
+#include "loop.h"
+#include "vm_runner.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#ifndef CAPSEM_DEFAULT_ASSET_DIR
+#define CAPSEM_DEFAULT_ASSET_DIR "assets"
+#endif
+
+#define STDIN_CHUNK (64u << 10)
+
+static const char usage_text[] =
+    "usage: capsem run [OPTIONS] -- CMD [ARG...]\n"
+    "\n"
+    "Boot a microVM, run CMD inside it with this terminal's stdin, stdout and stderr,\n"
+    "and exit with CMD's status (128+N when a signal N killed it).\n"
+    "\n"
+    "options:\n"
+    "  --mem MiB            guest memory (default 512)\n"
+    "  --cpus N             virtual CPUs (default 1)\n"
+    "  --timeout S          limit for the whole run in seconds; on expiry exit 124\n"
+    "  --boot-timeout S     limit from start to guest agent ready (default 30)\n"
+    "  -e, --env K=V        set an environment variable for CMD (repeatable)\n"
+    "  --kernel FILE        guest kernel (default: vmlinux in the asset directory)\n"
+    "  --initrd FILE        guest initramfs (default: initrd.img in the asset directory)\n"
+    "  --keep-logs          keep the run directory's vm.log and vmm.json\n"
+    "  -h, --help           show this help\n"
+    "\n"
+    "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
+    "environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_ASSETS, CAPSEM_VMM, CAPSEM_LOG.\n";
+
+const char *cli_run_usage(void)
+{
+    return usage_text;
+}
+
+static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    if (!s || s[0] < '0' || s[0] > '9')
+        return -EINVAL;
+    errno = 0;
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < lo || v > hi)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static bool valid_env(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return false;
+    for (const char *p = kv; p < eq; p++) {
+        bool alpha = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == '_';
+        bool digit = *p >= '0' && *p <= '9';
+        if (!alpha && !(digit && p != kv))
+            return false;
+    }
+    return true;
+}
+
+void cli_run_opts_fini(struct cli_run_opts *o)
+{
+    free(o->env);
+    memset(o, 0, sizeof(*o));
+}
+
+/* Options that take a value. */
+enum opt_id {
+    OPT_MEM,
+    OPT_CPUS,
+    OPT_TIMEOUT,
+    OPT_BOOT_TIMEOUT,
+    OPT_ENV,
+    OPT_KERNEL,
+    OPT_INITRD,
+    OPT_APPEND
+};
+
+static const struct {
+    const char *name;
+    enum opt_id id;
+} value_opts[] = {
+    {"--mem", OPT_MEM},         {"--cpus", OPT_CPUS},
+    {"--timeout", OPT_TIMEOUT}, {"--boot-timeout", OPT_BOOT_TIMEOUT},
+    {"--env", OPT_ENV},         {"-e", OPT_ENV},
+    {"--kernel", OPT_KERNEL},   {"--initrd", OPT_INITRD},
+    {"--append", OPT_APPEND},
+};
+
+static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
+                       char *err, size_t errlen)
+{
+    switch (id) {
+    case OPT_MEM:
+        if (parse_uint(v, 64, 65536, &o->mem_mib) == 0)
+            return 0;
+        snprintf(err, errlen, "%s '%s': expected a whole number of MiB from 64 to 65536", name, v);
+        return -EINVAL;
+    case OPT_CPUS:
+        if (parse_uint(v, 1, 64, &o->cpus) == 0)
+            return 0;
+        snprintf(err, errlen, "%s '%s': expected a whole number from 1 to 64", name, v);
+        return -EINVAL;
+    case OPT_TIMEOUT:
+        if (parse_uint(v, 1, 604800, &o->timeout_s) == 0)
+            return 0;
+        snprintf(err, errlen, "%s '%s': expected whole seconds from 1 to 604800", name, v);
+        return -EINVAL;
+    case OPT_BOOT_TIMEOUT:
+        if (parse_uint(v, 1, 3600, &o->boot_timeout_s) == 0)
+            return 0;
+        snprintf(err, errlen, "%s '%s': expected whole seconds from 1 to 3600", name, v);
+        return -EINVAL;
+    case OPT_ENV: {
+        if (!valid_env(v)) {
+            snprintf(err, errlen, "%s '%s': expected NAME=VALUE (NAME: letters, digits, _)", name,
+                     v);
+            return -EINVAL;
+        }
+        const char **n = realloc(o->env, (o->n_env + 1) * sizeof(*n));
+        if (!n) {
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        o->env = n;
+        o->env[o->n_env++] = v;
+        return 0;
+    }
+    case OPT_KERNEL:
+        o->kernel = v;
+        return 0;
+    case OPT_INITRD:
+        o->initrd = v;
+        return 0;
+    case OPT_APPEND:
+        o->append = v;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+int cli_run_parse(int argc, char **argv, struct cli_run_opts *o, char *err, size_t errlen)
+{
+    int rc = 0;
+    bool dashdash = false;
+    memset(o, 0, sizeof(*o));
+    o->mem_mib = CLI_RUN_DEFAULT_MEM_MIB;
+    o->cpus = CLI_RUN_DEFAULT_CPUS;
+    o->boot_timeout_s = CLI_RUN_DEFAULT_BOOT_TIMEOUT_S;
+    err[0] = '\0';
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--")) {
+            dashdash = true;
+            i++;
+            break;
+        }
+        if (a[0] != '-') {
+            snprintf(err, errlen, "missing '--' before the command '%s'", a);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            o->help = true;
+            continue;
+        }
+        if (!strcmp(a, "--keep-logs")) {
+            o->keep_logs = true;
+            continue;
+        }
+        bool found = false;
+        for (size_t k = 0; k < sizeof(value_opts) / sizeof(value_opts[0]); k++) {
+            const char *name = value_opts[k].name;
+            size_t nl = strlen(name);
+            const char *v;
+            if (!strcmp(a, name)) {
+                if (i + 1 >= argc) {
+                    snprintf(err, errlen, "option %s needs a value", name);
+                    rc = -EINVAL;
+                    goto out;
+                }
+                v = argv[++i];
+            } else if (!strncmp(a, name, nl) && a[nl] == '=' && name[1] == '-') {
+                v = a + nl + 1;
+            } else {
+                continue;
+            }
+            found = true;
+            rc = apply_value(o, value_opts[k].id, name, v, err, errlen);
+            if (rc)
+                goto out;
+            break;
+        }
+        if (!found) {
+            snprintf(err, errlen, "unknown option '%s'", a);
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    if (o->help)
+        goto out;
+    if (!dashdash) {
+        snprintf(err, errlen, "missing '--' and the command to run");
+        rc = -EINVAL;
+        goto out;
+    }
+    if (i >= argc) {
+        snprintf(err, errlen, "no command after '--'");
+        rc = -EINVAL;
+        goto out;
+    }
+    o->cmd = argv + i;
+    o->n_cmd = (size_t)(argc - i);
+out:
+    if (rc)
+        cli_run_opts_fini(o);
+    return rc;
+}
+
+/* ---- running ---------------------------------------------------------- */
+
+struct run {
+    struct server_loop *loop;
+    struct vm_runner *runner;
+    const struct cli_run_opts *opts;
+    int sig_fd;
+    int timeout_fd;
+    int stdin_fd;  /* fd watched for stdin: 0, or an always-ready eventfd */
+    int always_fd; /* eventfd standing in for an unpollable stdin, or -1 */
+    bool stdin_watched;
+    bool stdin_done;
+    bool exec_started;
+    bool exec_sent;
+    bool interrupted; /* one SIGINT already forwarded */
+    bool stdout_broken;
+    bool have_status;
+    uint32_t exec_id;
+    int status;    /* command's status once known */
+    int exit_code; /* final exit status of capsem */
+    bool finished;
+};
+
+static void stdin_watch(struct run *r, bool on);
+
+static void write_all(int fd, const uint8_t *p, size_t len, bool *broken)
+{
+    while (len && !*broken) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            *broken = true;
+            return;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static void end_run(struct run *r, int code)
+{
+    if (r->finished)
+        return;
+    r->finished = true;
+    r->exit_code = code;
+    server_loop_stop(r->loop);
+}
+
+static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
+{
+    (void)h;
+    (void)boot_ms;
+    struct run *r = opaque;
+    int rc = vm_runner_exec(r->runner, (const char *const *)r->opts->cmd, r->opts->n_cmd,
+                            r->opts->env, r->opts->n_env, "/", true, &r->exec_id);
+    if (rc) {
+        fprintf(stderr, "capsem: cannot send the command to the guest: %s\n", strerror(-rc));
+        vm_runner_stop(r->runner);
+        r->status = CAPSEM_EXIT_FAILED;
+        r->have_status = true;
+        return;
+    }
+    r->exec_sent = true;
+    stdin_watch(r, true);
+}
+
+static void on_started(void *opaque, uint32_t id, int64_t pid)
+{
+    struct run *r = opaque;
+    (void)pid;
+    if (id == r->exec_id)
+        r->exec_started = true;
+}
+
+static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, size_t len)
+{
+    struct run *r = opaque;
+    if (id != r->exec_id || !len)
+        return;
+    if (stream == 1) {
+        bool was = r->stdout_broken;
+        write_all(STDOUT_FILENO, p, len, &r->stdout_broken);
+        /* Like a local pipeline: a closed stdout ends the writer with SIGPIPE. */
+        if (!was && r->stdout_broken && vm_runner_signal(r->runner, r->exec_id, SIGPIPE))
+            LOG_WARN("event=sigpipe_forward_failed");
+    } else {
+        bool ignored = false;
+        write_all(STDERR_FILENO, p, len, &ignored);
+    }
+}
+
+static void on_exit_msg(void *opaque, const struct ctl_exit *e)
+{
+    struct run *r = opaque;
+    if (e->id != r->exec_id)
+        return;
+    r->status = ctl_exit_status(e);
+    r->have_status = true;
+    if (e->error[0])
+        fprintf(stderr, "capsem: %s: %s\n", r->opts->cmd[0], e->error);
+    stdin_watch(r, false);
+    vm_runner_stop(r->runner);
+}
+
+static void on_guest_error(void *opaque, uint32_t id, const char *msg)
+{
+    struct run *r = opaque;
+    if (id != r->exec_id || r->have_status)
+        return;
+    fprintf(stderr, "capsem: the guest refused the command: %s\n", msg);
+    r->status = CAPSEM_EXIT_FAILED;
+    r->have_status = true;
+    stdin_watch(r, false);
+    vm_runner_stop(r->runner);
+}
+
+static void on_drained(void *opaque)
+{
+    struct run *r = opaque;
+    if (!r->stdin_done && r->exec_sent && !r->have_status)
+        stdin_watch(r, true);
+}
+
+static void on_done(void *opaque, int err, const char *msg, const char *log_path)
+{
+    struct run *r = opaque;
+    if (err) {
+        fprintf(stderr, "capsem: %s\n", msg);
+        if (log_path)
+            fprintf(stderr, "capsem: the VM log is kept at %s\n", log_path);
+    }
+    if (r->have_status)
+        end_run(r, r->status);
+    else
+        end_run(r, CAPSEM_EXIT_FAILED);
+}
+
+static const struct vm_runner_ops runner_ops = {
+    .on_ready = on_ready,
+    .on_started = on_started,
+    .on_output = on_output,
+    .on_exit = on_exit_msg,
+    .on_guest_error = on_guest_error,
+    .on_drained = on_drained,
+    .on_done = on_done,
+};
+
+static void stdin_eof(struct run *r)
+{
+    stdin_watch(r, false);
+    r->stdin_done = true;
+    if (vm_runner_send_stdin(r->runner, r->exec_id, NULL, 0))
+        LOG_DEBUG("event=stdin_eof_not_sent");
+}
+
+static void on_stdin(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct run *r = opaque;
+    uint8_t chunk[STDIN_CHUNK];
+    ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n <= 0) {
+        stdin_eof(r);
+        return;
+    }
+    int rc = vm_runner_send_stdin(r->runner, r->exec_id, chunk, (size_t)n);
+    if (rc) {
+        LOG_WARN("event=stdin_forward_failed err=%d", rc);
+        stdin_watch(r, false);
+        r->stdin_done = true;
+        return;
+    }
+    if (vm_runner_pending(r->runner) >= CTL_CONN_HIGH_WATER)
+        stdin_watch(r, false);
+}
+
+static void stdin_watch(struct run *r, bool on)
+{
+    if (r->stdin_done || on == r->stdin_watched)
+        return;
+    if (!on) {
+        server_loop_del(r->loop, r->stdin_fd);
+        r->stdin_watched = false;
+        return;
+    }
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) < 0) {
+        stdin_eof(r); /* stdin is closed: the command sees an empty input */
+        return;
+    }
+    int rc = server_loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+    if (rc == -EPERM && r->always_fd < 0) {
+        /* Regular files and /dev/null cannot be polled: they are always readable. */
+        r->always_fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (r->always_fd >= 0) {
+            r->stdin_fd = r->always_fd;
+            rc = server_loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+        }
+    }
+    if (rc) {
+        LOG_WARN("event=stdin_unwatchable err=%d", rc);
+        stdin_eof(r);
+        return;
+    }
+    r->stdin_watched = true;
+}
+
+static void on_signal(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct run *r = opaque;
+    struct signalfd_siginfo si;
+    if (read(r->sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return;
+    int sig = (int)si.ssi_signo;
+    if (sig == SIGINT && r->exec_started && !r->interrupted && !r->have_status) {
+        /* First Ctrl-C goes to the command, as ssh does; a second one ends everything. */
+        r->interrupted = true;
+        if (vm_runner_signal(r->runner, r->exec_id, SIGINT) == 0)
+            return;
+    }
+    vm_runner_destroy(r->runner);
+    r->runner = NULL;
+    end_run(r, 128 + sig);
+}
+
+static void on_timeout(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct run *r = opaque;
+    vm_runner_destroy(r->runner);
+    r->runner = NULL;
+    fprintf(stderr, "capsem: timed out after %u s\n", r->opts->timeout_s);
+    end_run(r, CAPSEM_EXIT_TIMEOUT);
+}
+
+/* Directory of this executable, for finding capsem-vmm next to it. */
+static int self_dir(char *out, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", out, size - 1);
+    if (n <= 0)
+        return -errno;
+    out[n] = '\0';
+    char *slash = strrchr(out, '/');
+    if (!slash)
+        return -ENOENT;
+    *slash = '\0';
+    return 0;
+}
+
+/* out = a followed by b (NUL-terminated); false when it does not fit. */
+static bool join_path(char *out, size_t size, const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la + lb >= size)
+        return false;
+    memcpy(out, a, la);
+    memcpy(out + la, b, lb + 1);
+    return true;
+}
+
+static void print_usage_error(const char *err)
+{
+    fprintf(stderr,
+            "capsem: %s\nusage: capsem run [OPTIONS] -- CMD [ARG...] (see capsem run "
+            "--help)\n",
+            err);
+}
+
+int cli_run_main(int argc, char **argv)
+{
+    struct cli_run_opts o;
+    char err[1024];
+    char vmm[4096], kernel[4096], initrd[4096], run_base[4096], dir[4096];
+    struct run r = {.sig_fd = -1, .timeout_fd = -1, .stdin_fd = STDIN_FILENO, .always_fd = -1};
+    sigset_t mask, old;
+    bool masked = false;
+    int code = CAPSEM_EXIT_FAILED;
+
+    if (cli_run_parse(argc, argv, &o, err, sizeof(err))) {
+        print_usage_error(err);
+        return CAPSEM_EXIT_USAGE;
+    }
+    if (o.help) {
+        fputs(usage_text, stdout);
+        cli_run_opts_fini(&o);
+        return 0;
+    }
+    r.opts = &o;
+    const char *lvl = getenv("CAPSEM_LOG");
+    int level = lvl ? log_level_parse(lvl) : -1;
+    log_init("capsem", level >= 0 ? (enum log_level)level : LOG_WARN);
+
+    const char *env_vmm = getenv("CAPSEM_VMM");
+    const char *assets = getenv("CAPSEM_ASSETS");
+    const char *home = getenv("CAPSEM_HOME");
+    const char *user_home = getenv("HOME");
+    if (!assets || !assets[0])
+        assets = CAPSEM_DEFAULT_ASSET_DIR;
+    if (!user_home || !user_home[0])
+        user_home = "/tmp";
+    bool ok = true;
+    if (env_vmm && env_vmm[0])
+        ok &= join_path(vmm, sizeof(vmm), env_vmm, "");
+    else if (self_dir(dir, sizeof(dir)) == 0)
+        ok &= join_path(vmm, sizeof(vmm), dir, "/capsem-vmm");
+    else
+        ok &= join_path(vmm, sizeof(vmm), "capsem-vmm", "");
+    if (o.kernel)
+        ok &= join_path(kernel, sizeof(kernel), o.kernel, "");
+    else
+        ok &= join_path(kernel, sizeof(kernel), assets, "/vmlinux");
+    if (o.initrd)
+        ok &= join_path(initrd, sizeof(initrd), o.initrd, "");
+    else
+        ok &= join_path(initrd, sizeof(initrd), assets, "/initrd.img");
+    if (home && home[0])
+        ok &= join_path(run_base, sizeof(run_base), home, "/run");
+    else
+        ok &= join_path(run_base, sizeof(run_base), user_home, "/.capsem/run");
+    if (!ok) {
+        fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel or "
+                        "--initrd) is too long\n");
+        goto out;
+    }
+
+    /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGQUIT);
+    if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
+        masked = true;
+    signal(SIGPIPE, SIG_IGN);
+    if (server_loop_create(&r.loop)) {
+        fprintf(stderr, "capsem: cannot create the event loop\n");
+        goto out;
+    }
+    r.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (r.sig_fd < 0 || server_loop_add(r.loop, r.sig_fd, EPOLLIN, on_signal, &r)) {
+        fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
+        goto out;
+    }
+    if (o.timeout_s) {
+        struct itimerspec its = {.it_value = {.tv_sec = o.timeout_s}};
+        r.timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (r.timeout_fd < 0 || timerfd_settime(r.timeout_fd, 0, &its, NULL) < 0 ||
+            server_loop_add(r.loop, r.timeout_fd, EPOLLIN, on_timeout, &r)) {
+            fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(errno));
+            goto out;
+        }
+    }
+    if (vm_runner_create(r.loop, &runner_ops, &r, &r.runner)) {
+        fprintf(stderr, "capsem: out of memory\n");
+        goto out;
+    }
+    struct vm_runner_config cfg = {
+        .vmm_path = vmm,
+        .kernel = kernel,
+        .initrd = initrd,
+        .append = o.append,
+        .mem_mib = o.mem_mib,
+        .cpus = o.cpus,
+        .run_base = run_base,
+        .boot_timeout_ms = o.boot_timeout_s * 1000u,
+        .keep_logs = o.keep_logs,
+    };
+    if (vm_runner_start(r.runner, &cfg, err, sizeof(err))) {
+        fprintf(stderr, "capsem: %s\n", err);
+        goto out;
+    }
+    int rc = server_loop_run(r.loop);
+    if (rc) {
+        fprintf(stderr, "capsem: event loop failed: %s\n", strerror(-rc));
+        goto out;
+    }
+    code = r.exit_code;
+out:
+    vm_runner_destroy(r.runner);
+    if (r.stdin_watched)
+        server_loop_del(r.loop, r.stdin_fd);
+    if (r.always_fd >= 0)
+        close(r.always_fd);
+    if (r.timeout_fd >= 0)
+        close(r.timeout_fd);
+    if (r.sig_fd >= 0)
+        close(r.sig_fd);
+    server_loop_destroy(r.loop);
+    if (masked)
+        sigprocmask(SIG_SETMASK, &old, NULL);
+    cli_run_opts_fini(&o);
+    return code;
+}

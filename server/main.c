@@ -1,0 +1,45 @@
+/*
+ * capsem: command-line entry point. Dispatches to the subcommands; each
+ * lives in its own cli_<command>.c inside the capsem_server library.
+ */
+#include "cli_run.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#ifndef CAPSEM_VERSION
+#define CAPSEM_VERSION "0.0.0"
+#endif
+
+static const char main_usage[] =
+    "usage: capsem [--help | --version] COMMAND [ARGS...]\n"
+    "\n"
+    "Run AI coding agents inside KVM microVMs.\n"
+    "\n"
+    "commands:\n"
+    "  run [OPTIONS] -- CMD [ARG...]   boot a VM, run CMD in it, exit with its status\n"
+    "\n"
+    "`capsem COMMAND --help` shows a command's options. Exit statuses: see docs/cli.md\n"
+    "(2 bad usage, 124 timed out, 125 capsem or the VM failed, otherwise the command's).\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(main_usage, stderr);
+        return CAPSEM_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("capsem %s\n", CAPSEM_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "run"))
+        return cli_run_main(argc - 1, argv + 1);
+    fprintf(stderr, "capsem: unknown %s '%s'\n", cmd[0] == '-' ? "option" : "command", cmd);
+    fputs("usage: capsem [--help | --version] COMMAND [ARGS...]\n", stderr);
+    return CAPSEM_EXIT_USAGE;
+}
