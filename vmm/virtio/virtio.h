@@ -49,6 +49,13 @@ void virtio_mmio_destroy(struct virtio_mmio *t);
 /* A vmm_mmio_fn: `opaque` is the struct virtio_mmio. vCPU threads. */
 void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write);
 
+/*
+ * Run the transport's and the device back-end's pending loop-thread work
+ * once, without waiting. For unit tests and hosts that run no vmm_loop
+ * (host->loop NULL); never call it while a loop owns the device.
+ */
+void virtio_mmio_poll(struct virtio_mmio *t);
+
 /* Write "virtio_mmio.device=4K@0x<base>:<irq>" into buf. Returns chars written or -ENOSPC. */
 int virtio_mmio_cmdline(const struct virtio_mmio *t, char *buf, size_t size);
 
@@ -62,8 +69,7 @@ __attribute__((warn_unused_result)) int virtio_rng_create(struct virtio_dev **ou
  * listens there) and sending "CONNECT P\n", answered with "OK <port>\n".
  * `uds_path` is copied.
  */
-__attribute__((warn_unused_result)) int virtio_vsock_create(struct virtio_dev **out,
-                                                            uint64_t guest_cid,
-                                                            const char *uds_path);
+__attribute__((warn_unused_result)) int
+virtio_vsock_create(struct virtio_dev **out, uint64_t guest_cid, const char *uds_path);
 
 #endif
