@@ -1,0 +1,67 @@
+/*
+ * Guest physical memory: one anonymous host mapping split into a low region
+ * at GPA 0 (up to the 3 GiB hole) and a high region at 4 GiB for the rest.
+ * vmm_mem_ptr() is the single bounds-checked way from a guest address to a
+ * host pointer.
+ */
+#include "memory.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "buf.h"
+
+static void layout(struct vmm_mem *m, uint8_t *base, uint64_t size)
+{
+    memset(m, 0, sizeof(*m));
+    m->base = base;
+    m->total = size;
+    uint64_t low = size < VMM_MEM_HOLE_START ? size : VMM_MEM_HOLE_START;
+    m->regions[0] = (struct vmm_mem_region){.gpa = 0, .size = low, .host = base};
+    m->nregions = 1;
+    if (size > low) {
+        m->regions[1] = (struct vmm_mem_region){
+            .gpa = VMM_MEM_HIGH_START, .size = size - low, .host = base + low};
+        m->nregions = 2;
+    }
+}
+
+int vmm_mem_init(struct vmm_mem *m, uint64_t size)
+{
+    if (size == 0 || size > (1ull << 40) || (size & 0xfff))
+        return -EINVAL;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    layout(m, p, size);
+    m->owned = true;
+    return 0;
+}
+
+void vmm_mem_init_buffer(struct vmm_mem *m, void *buf, uint64_t size)
+{
+    layout(m, buf, size);
+    m->owned = false;
+}
+
+void vmm_mem_fini(struct vmm_mem *m)
+{
+    if (m->owned && m->base)
+        munmap(m->base, m->total);
+    memset(m, 0, sizeof(*m));
+}
+
+void *vmm_mem_ptr(const struct vmm_mem *m, uint64_t gpa, uint64_t len)
+{
+    uint64_t end;
+    if (add_overflows_u64(gpa, len, &end))
+        return NULL;
+    for (unsigned i = 0; i < m->nregions; i++) {
+        const struct vmm_mem_region *r = &m->regions[i];
+        if (gpa >= r->gpa && gpa - r->gpa <= r->size && end - r->gpa <= r->size)
+            return r->host + (gpa - r->gpa);
+    }
+    return NULL;
+}

@@ -1,0 +1,38 @@
+/*
+ * A 16550A UART at COM1 (0x3f8, IRQ 4), enough for Linux's 8250 driver and
+ * early console: transmit only. Output goes to a log file and optionally to
+ * stdout; input reads as empty. The THR-empty interrupt is raised through a
+ * callback that pulses the IRQ line (edge on the IOAPIC).
+ */
+#ifndef CAPSEM_VMM_SERIAL_H
+#define CAPSEM_VMM_SERIAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define VMM_SERIAL_BASE 0x3f8
+#define VMM_SERIAL_IRQ 4
+
+struct vmm_serial;
+
+/* Pulse the UART's interrupt line. Called on a vCPU thread. */
+typedef void (*vmm_serial_irq_fn)(void *opaque);
+
+/*
+ * Create the UART. `log_fd` (owned, -1 for none) receives every byte the
+ * guest transmits; with `to_stdout` they also go to fd 1. `irq` may be NULL.
+ * 0 or -ENOMEM.
+ */
+__attribute__((warn_unused_result)) int vmm_serial_create(struct vmm_serial **out, int log_fd,
+                                                          bool to_stdout, vmm_serial_irq_fn irq,
+                                                          void *opaque);
+/* Flush pending output, close the log fd, free. Accepts NULL. */
+void vmm_serial_destroy(struct vmm_serial *s);
+
+/* One-byte register access at `offset` (0..7) from the base port. vCPU threads; thread-safe. */
+void vmm_serial_io(struct vmm_serial *s, uint16_t offset, uint8_t *data, bool is_write);
+
+/* Write out buffered output. Thread-safe. */
+void vmm_serial_flush(struct vmm_serial *s);
+
+#endif
