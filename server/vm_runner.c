@@ -254,6 +254,13 @@ static void explain_vmm_exit(struct vm_runner *r)
         r->fail_err = -EIO;
         snprintf(r->fail_msg, sizeof(r->fail_msg),
                  "the guest kernel panicked (\"Kernel panic\" in the VM log)");
+    } else if (r->fail_err && r->fail_err != -ETIMEDOUT && WIFEXITED(r->vmm_status) &&
+               WEXITSTATUS(r->vmm_status) != 0) {
+        /* Say what the VMM made of it too (a crashed guest drops the connection). */
+        size_t n = strlen(r->fail_msg);
+        snprintf(r->fail_msg + n, sizeof(r->fail_msg) - n,
+                 " (capsem-vmm exited with status %d, %s)", WEXITSTATUS(r->vmm_status),
+                 vm_runner_vmm_status_text(WEXITSTATUS(r->vmm_status)));
     } else if (!r->fail_err) {
         char line[320] = "";
         if (text)
