@@ -116,9 +116,9 @@ int vmm_vq_bind(struct vq *q, const struct vmm_mem *mem, uint16_t size, uint64_t
     q->avail = a;
     q->used = u;
     q->event_idx = event_idx;
-    /* Start from the indices the rings hold (0 after a fresh setup). */
-    q->last_avail = ld16(a + 2);
-    q->used_idx = ld16(u + 2);
+    /* A freshly set up queue starts at index 0 (the driver may already have posted buffers). */
+    q->last_avail = 0;
+    q->used_idx = 0;
     q->ready = true;
     return 0;
 }

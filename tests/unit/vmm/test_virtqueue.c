@@ -157,12 +157,14 @@ static void test_vmm_vq_pop_indices_wrap(void **state)
     struct fx *f = *state;
     uint32_t id, len;
 
-    /* Rings already at 65530 when the queue is bound (indices are free-running u16). */
+    /* Device and driver indices near the top of the free-running u16 range. */
     f->tq.avail_idx = 65530;
     f->tq.used_seen = 65530;
     tg_w16(f->ram, f->tq.avail + 2, 65530);
     tg_w16(f->ram, f->tq.used + 2, 65530);
     rebind(f, false);
+    f->q.last_avail = 65530;
+    f->q.used_idx = 65530;
     for (unsigned i = 0; i < 40; i++) {
         uint16_t head = (uint16_t)(i % QSIZE);
 
