@@ -128,6 +128,15 @@ static void q_drop(struct queue *q, size_t n)
     }
 }
 
+/* Before appending `extra` bytes: drop the dead prefix rather than grow (or hit the cap). */
+static void q_make_room(struct queue *q, size_t extra)
+{
+    if (q->off && q->b.len + extra > q->b.alloc) {
+        buf_consume(&q->b, q->off);
+        q->off = 0;
+    }
+}
+
 static void q_clear(struct queue *q)
 {
     q->b.len = 0;
@@ -186,6 +195,7 @@ static int send_json(struct agent *a, json_t *m)
     s = json_dumps(m, JSON_COMPACT);
     if (!s)
         goto out;
+    q_make_room(&a->out, FRAME_HDR_LEN + strlen(s));
     rc = frame_put_json(&a->out.b, s, strlen(s));
     if (rc)
         LOG_ERR("event=queue_message err=%d", rc);
@@ -280,6 +290,7 @@ static int send_start_failure(struct agent *a, uint32_t id, int err, const char 
     char text[256];
     safe_text(safe, sizeof(safe), name, strlen(name));
     snprintf(text, sizeof(text), "%s %s: %s", what, safe, strerror(err));
+    q_make_room(&a->out, 2 * (FRAME_HDR_LEN + FRAME_DATA_HDR_LEN));
     int rc = frame_put_data(&a->out.b, id, FRAME_STDOUT, NULL, 0);
     if (!rc)
         rc = frame_put_data(&a->out.b, id, FRAME_STDERR, NULL, 0);
@@ -388,6 +399,8 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
         goto out;
     /* Bigger pipe: fewer wake-ups for bulk output; the default is fine when refused. */
     (void)fcntl(out_p[0], F_SETPIPE_SZ, PIPE_SIZE);
+    if (e->want_stdin)
+        (void)fcntl(in_p[1], F_SETPIPE_SZ, PIPE_SIZE);
 
     rc = -posix_spawn_file_actions_init(&fa);
     if (rc)
@@ -699,6 +712,7 @@ static int handle_data(struct agent *a, const struct frame *f)
     }
     if (!len)
         return 0;
+    q_make_room(&e->stdin_q, len);
     int rc = buf_append(&e->stdin_q.b, p, len);
     if (rc)
         return send_error(a, true, e->id, "stdin queue of exec %u is full", e->id);
@@ -754,6 +768,7 @@ static int read_pipe(struct agent *a, struct watch *w)
     while (w->fd >= 0 && q_len(&a->out) <= AGENT_OUT_HIGH) {
         ssize_t n = read(w->fd, a->scratch, READ_CHUNK);
         if (n > 0) {
+            q_make_room(&a->out, FRAME_HDR_LEN + FRAME_DATA_HDR_LEN + (size_t)n);
             int rc = frame_put_data(&a->out.b, w->e->id, stream, a->scratch, (size_t)n);
             if (rc)
                 return rc;
@@ -793,6 +808,7 @@ static int finish_execs(struct agent *a)
             pp = &e->next;
             continue;
         }
+        q_make_room(&a->out, 2 * (FRAME_HDR_LEN + FRAME_DATA_HDR_LEN));
         int rc = frame_put_data(&a->out.b, e->id, FRAME_STDOUT, NULL, 0);
         if (!rc)
             rc = frame_put_data(&a->out.b, e->id, FRAME_STDERR, NULL, 0);

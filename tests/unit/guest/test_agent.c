@@ -499,7 +499,9 @@ static void test_agent_exec_stdin_passthrough(void **state)
 {
     (void)state;
     struct host *h = host_connect();
-    send_json(h, "{\"type\":\"exec\",\"id\":5,\"argv\":[\"cat\"],\"stdin\":true}");
+    /* The child starts reading late, so the agent has to queue and pause. */
+    send_json(h, "{\"type\":\"exec\",\"id\":5,\"argv\":[\"sh\",\"-c\",\"sleep 0.3; exec cat\"],"
+                 "\"stdin\":true}");
     /* 4 MiB: more than the agent queues for a child, so back-pressure is exercised. */
     size_t n = 4u << 20;
     uint8_t *data = malloc(n);
