@@ -11,25 +11,17 @@
 #include "config.h"
 #include "isolate.h"
 #include "log.h"
+#include "probe.h"
 #include "vcpu.h"
 #include "vm.h"
 
-#if __has_include("probe.h")
-#include "probe.h"
-#define HAVE_PROBE 1
-#endif
 
 static int do_probe(void)
 {
-#ifdef HAVE_PROBE
     struct vmm_kvm_probe_result r;
     memset(&r, 0, sizeof(r));
     int ret = vmm_kvm_probe(&r);
     return vmm_kvm_probe_print(ret, &r);
-#else
-    printf("kvm: unavailable: this build has no KVM probe\n");
-    return 2;
-#endif
 }
 
 static const char *log_level_arg(int argc, char **argv)

@@ -16,6 +16,7 @@
 #define I8042_STR_OBF 0x01
 #define I8042_STR_SYS 0x04
 #define I8042_STR_CMD 0x08
+#define I8042_STR_UNLOCKED 0x10 /* keyboard not inhibited by the keylock */
 #define I8042_CTR_KBDINT 0x01
 #define CMOS_INDEX 0x70
 #define CMOS_DATA 0x71
@@ -150,7 +151,8 @@ static void one(struct vmm_pio *p, uint16_t port, uint8_t *data, uint32_t size, 
             reset = kbd_command(p, data[0]);
         } else {
             memset(data, 0, size);
-            data[0] = I8042_STR_SYS | I8042_STR_CMD | (p->kbd_out_len ? I8042_STR_OBF : 0);
+            data[0] = I8042_STR_SYS | I8042_STR_CMD | I8042_STR_UNLOCKED |
+                      (p->kbd_out_len ? I8042_STR_OBF : 0);
         }
         break;
     case CMOS_INDEX:

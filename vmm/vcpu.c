@@ -151,6 +151,8 @@ static void *thread_main(void *arg)
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
     pthread_mutex_lock(&env->gate_lock);
+    env->at_gate++;
+    pthread_cond_broadcast(&env->gate_cond);
     while (!env->gate_open && !atomic_load(&env->stop))
         pthread_cond_wait(&env->gate_cond, &env->gate_lock);
     pthread_mutex_unlock(&env->gate_lock);

@@ -36,6 +36,8 @@ struct vmm_vcpu_env {
     pthread_mutex_t gate_lock;
     pthread_cond_t gate_cond;
     bool gate_open;
+    /* Threads that reached the gate (their start-up syscalls, like rseq, are done). */
+    unsigned at_gate;
 };
 
 struct vmm_vcpu {

@@ -347,13 +347,14 @@ static int setup_boot(struct vmm_vm *vm, const struct vmm_config *cfg)
         LOG_ERR("msg=\"KVM_GET_VCPU_MMAP_SIZE failed\" errno=%d", errno);
         return -EIO;
     }
+    bool tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (unsigned i = 0; i < vm->nvcpus; i++) {
         ret = vmm_vcpu_init(&vm->vcpus[i], vm->vm_fd, i, (size_t)run_size, &vm->env);
         if (ret) {
             LOG_ERR("msg=\"KVM_CREATE_VCPU failed\" vcpu=%u errno=%d", i, -ret);
             return ret;
         }
-        ret = x86_vcpu_setup(vm->vcpus[i].fd, vm->cpuid, i, vm->nvcpus, k.entry);
+        ret = x86_vcpu_setup(vm->vcpus[i].fd, vm->cpuid, i, vm->nvcpus, tsc_deadline, k.entry);
         if (ret)
             return ret;
     }
@@ -443,6 +444,11 @@ int vmm_vm_run(struct vmm_vm *vm, bool seccomp)
             goto stop;
         }
     }
+    /* The filter must not land while a new thread is still in its libc start-up. */
+    pthread_mutex_lock(&vm->env.gate_lock);
+    while (vm->env.at_gate < vm->nvcpus)
+        pthread_cond_wait(&vm->env.gate_cond, &vm->env.gate_lock);
+    pthread_mutex_unlock(&vm->env.gate_lock);
     if (seccomp) {
         ret = vmm_isolate_seccomp();
         if (ret) {

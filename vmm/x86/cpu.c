@@ -59,7 +59,7 @@ int x86_cpuid_supported(int kvm_fd, struct kvm_cpuid2 **out)
     return -E2BIG;
 }
 
-void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned apic_id, unsigned ncpus)
+void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned apic_id, unsigned ncpus, bool tsc_deadline)
 {
     for (unsigned i = 0; i < c->nent; i++) {
         struct kvm_cpuid_entry2 *e = &c->entries[i];
@@ -67,6 +67,10 @@ void x86_cpuid_patch(struct kvm_cpuid2 *c, unsigned apic_id, unsigned ncpus)
         case 1:
             e->ebx = (e->ebx & 0x0000ffffu) | ((apic_id & 0xffu) << 24) | ((ncpus & 0xffu) << 16);
             e->ecx |= 1u << 31; /* running under a hypervisor */
+            /* Without it Linux calibrates the LAPIC timer against the PIT, which fails
+             * when the host's clock is irregular, and loses high-resolution timers. */
+            if (tsc_deadline)
+                e->ecx |= 1u << 24;
             if (ncpus > 1)
                 e->edx |= 1u << 28; /* HTT: the logical count field is valid */
             break;
@@ -105,14 +109,15 @@ void x86_segment_from_gdt(uint64_t entry, uint16_t selector, struct kvm_segment 
     seg->unusable = !seg->present;
 }
 
-static int set_cpuid(int fd, const struct kvm_cpuid2 *sup, unsigned id, unsigned ncpus)
+static int set_cpuid(int fd, const struct kvm_cpuid2 *sup, unsigned id, unsigned ncpus,
+                     bool tsc_deadline)
 {
     size_t sz = sizeof(*sup) + sup->nent * sizeof(struct kvm_cpuid_entry2);
     struct kvm_cpuid2 *c = malloc(sz);
     if (!c)
         return -ENOMEM;
     memcpy(c, sup, sz);
-    x86_cpuid_patch(c, id, ncpus);
+    x86_cpuid_patch(c, id, ncpus, tsc_deadline);
     int ret = ioctl(fd, KVM_SET_CPUID2, c) < 0 ? -errno : 0;
     free(c);
     return ret;
@@ -218,10 +223,10 @@ static int set_bsp_regs(int fd, uint64_t entry)
 }
 
 int x86_vcpu_setup(int vcpu_fd, const struct kvm_cpuid2 *cpuid, unsigned id, unsigned ncpus,
-                   uint64_t entry)
+                   bool tsc_deadline, uint64_t entry)
 {
     const char *step = "cpuid";
-    int ret = set_cpuid(vcpu_fd, cpuid, id, ncpus);
+    int ret = set_cpuid(vcpu_fd, cpuid, id, ncpus, tsc_deadline);
     if (ret)
         goto out;
     step = "msrs";

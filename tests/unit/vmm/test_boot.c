@@ -180,15 +180,20 @@ static void test_x86_cpuid_patch_apic_id(void **state)
     c->entries[1].function = 0xb;
     c->entries[2].function = 0x40000000;
     c->entries[2].ebx = 0x4b4d564b; /* "KVMK" */
-    x86_cpuid_patch(c, 3, 4);
+    x86_cpuid_patch(c, 3, 4, true);
     assert_int_equal(c->entries[0].ebx >> 24, 3);
     assert_int_equal((c->entries[0].ebx >> 16) & 0xff, 4);
     assert_int_equal(c->entries[0].ebx & 0xffff, 0xabcd);
     assert_true(c->entries[0].ecx & (1u << 31));
     assert_true(c->entries[0].edx & (1u << 28));
+    assert_true(c->entries[0].ecx & (1u << 24)); /* TSC deadline */
     assert_int_equal(c->entries[1].edx, 3);
     assert_int_equal(c->entries[2].ebx, 0x4b4d564b); /* paravirtual leaf kept */
     assert_int_equal(x86_cpuid_signature(c), c->entries[0].eax);
+    c->entries[0].ecx = 0;
+    x86_cpuid_patch(c, 0, 1, false);
+    assert_false(c->entries[0].ecx & (1u << 24));
+    assert_int_equal(c->entries[0].ebx >> 24, 0);
     free(c);
 }
 
