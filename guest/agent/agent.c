@@ -282,14 +282,24 @@ static int start_error_code(int err)
     return (err == ENOENT || err == ENOTDIR) ? 127 : 126;
 }
 
-/* End an exec that never ran: both end-of-stream frames, then `exit` with the error. */
-static int send_start_failure(struct agent *a, uint32_t id, int err, const char *what,
-                              const char *name)
+/*
+ * End an exec that never ran: both end-of-stream frames, then `exit` with the
+ * error. The text does not repeat the program name (the host prints it first,
+ * shell style: "capsem: prog: command not found").
+ */
+static int send_start_failure(struct agent *a, uint32_t id, int err, const char *dir)
 {
     char safe[80];
     char text[256];
-    safe_text(safe, sizeof(safe), name, strlen(name));
-    snprintf(text, sizeof(text), "%s %s: %s", what, safe, strerror(err));
+    if (dir) {
+        safe_text(safe, sizeof(safe), dir, strlen(dir));
+        snprintf(text, sizeof(text), "cannot change directory to %s: %s", safe, strerror(err));
+    } else if (err == ESRCH) {
+        snprintf(text, sizeof(text), "command not found");
+        err = ENOENT;
+    } else {
+        snprintf(text, sizeof(text), "%s", strerror(err));
+    }
     q_make_room(&a->out, 2 * (FRAME_HDR_LEN + FRAME_DATA_HDR_LEN));
     int rc = frame_put_data(&a->out.b, id, FRAME_STDOUT, NULL, 0);
     if (!rc)
@@ -300,7 +310,11 @@ static int send_start_failure(struct agent *a, uint32_t id, int err, const char 
     return rc;
 }
 
-/* Find `name` on the PATH found in `envp`, like execvp. 0 and `out`, or -ENOENT/-EACCES. */
+/*
+ * Find `name` on the PATH found in `envp`, like execvp. 0 and `out`; -ESRCH
+ * when a bare name is on no PATH entry ("command not found"), -EACCES when it
+ * is there but not executable, -ENAMETOOLONG.
+ */
 static int resolve_path(const char *name, char *const *envp, char *out, size_t out_size)
 {
     if (strchr(name, '/')) {
@@ -312,7 +326,7 @@ static int resolve_path(const char *name, char *const *envp, char *out, size_t o
     for (size_t i = 0; envp[i]; i++)
         if (strncmp(envp[i], "PATH=", 5) == 0)
             path = envp[i] + 5;
-    int rc = -ENOENT;
+    int rc = -ESRCH;
     const char *p = path;
     for (;;) {
         const char *end = strchr(p, ':');
@@ -550,14 +564,14 @@ static int handle_exec(struct agent *a, json_t *m)
     struct stat st;
     int cwd_err = stat(cwd, &st) < 0 ? errno : (S_ISDIR(st.st_mode) ? 0 : ENOTDIR);
     if (cwd_err) {
-        rc = send_start_failure(a, id, cwd_err, "cannot change directory to", cwd);
+        rc = send_start_failure(a, id, cwd_err, cwd);
         goto out;
     }
     int prc = resolve_path(argv[0], envp, path, sizeof(path));
     if (!prc)
         prc = spawn_child(e, path, (char *const *)argv, envp, cwd);
     if (prc) {
-        rc = send_start_failure(a, id, -prc, "cannot run", argv[0]);
+        rc = send_start_failure(a, id, -prc, NULL);
         goto out;
     }
     e->next = a->execs;
