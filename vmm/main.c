@@ -15,7 +15,6 @@
 #include "vcpu.h"
 #include "vm.h"
 
-
 static int do_probe(void)
 {
     struct vmm_kvm_probe_result r;
