@@ -3,14 +3,21 @@
  * hands the connection to the agent core (agent.c), which serves the control
  * protocol until the host asks for shutdown. Exits 0 after `bye`, 1 on any
  * failure; capsem-init powers the VM off when this process ends.
+ *
+ * For host-side tests of the whole control path without a VM,
+ * CAPSEM_AGENT_UNIX=PATH makes it connect to that Unix socket instead; it
+ * then leaves the clock and the host name alone (it is not in a guest).
  */
 #include "agent.h"
 
 #include "log.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/vm_sockets.h>
@@ -57,6 +64,24 @@ static int connect_host(int *out)
     return -err;
 }
 
+/* Connect to the Unix socket `path` (test hook); 0 and *out or -errno. */
+static int connect_unix(const char *path, int *out)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    *out = fd;
+    return 0;
+}
+
 int main(void)
 {
     struct agent *a = NULL;
@@ -64,13 +89,23 @@ int main(void)
     int rc;
 
     log_init("capsem-agent", LOG_WARN);
-    rc = connect_host(&fd);
-    if (rc) {
-        LOG_ERR("event=connect cid=2 port=%d err=\"%s\"", CONTROL_PORT, strerror(-rc));
-        goto out;
+    const char *unix_path = getenv("CAPSEM_AGENT_UNIX");
+    struct agent_options opt = {.version = AGENT_VERSION};
+    if (unix_path) {
+        rc = connect_unix(unix_path, &fd);
+        if (rc) {
+            LOG_ERR("event=connect path=%s err=\"%s\"", unix_path, strerror(-rc));
+            goto out;
+        }
+    } else {
+        rc = connect_host(&fd);
+        if (rc) {
+            LOG_ERR("event=connect cid=2 port=%d err=\"%s\"", CONTROL_PORT, strerror(-rc));
+            goto out;
+        }
+        opt.set_clock = set_clock;
+        opt.set_hostname = set_hostname;
     }
-    struct agent_options opt = {
-        .version = AGENT_VERSION, .set_clock = set_clock, .set_hostname = set_hostname};
     rc = agent_create(fd, &opt, &a);
     if (rc) {
         LOG_ERR("event=agent_create err=\"%s\"", strerror(-rc));
