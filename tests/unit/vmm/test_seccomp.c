@@ -4,12 +4,17 @@
  * AF_INET socket, an executable mapping, a non-KVM ioctl) fail with EPERM
  * and have no effect, while what the VMM needs (Unix sockets, eventfd,
  * getrandom, plain memory) still works. The child reports through its exit
- * status which check failed.
+ * status which check failed. The empty network namespace is checked the
+ * same way, as root and as an unprivileged user (through a user namespace):
+ * a new namespace whose only interface is a loopback that is down.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +22,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -100,10 +106,80 @@ static void test_vmm_isolate_seccomp_refuses_forbidden(void **state)
     assert_int_equal(stat(path, &sb), -1); /* the refused open created nothing */
 }
 
+/* Returns 0, 77 when user namespaces are not available to this user, or the failed check. */
+static int netns_child(bool drop_root)
+{
+    char before[64] = "", after[64] = "";
+    if (drop_root && geteuid() == 0 &&
+        (setresgid(65534, 65534, 65534) != 0 || setresuid(65534, 65534, 65534) != 0))
+        return 1;
+    /* A real unprivileged user is dumpable; setresuid() from root cleared it. */
+    prctl(PR_SET_DUMPABLE, 1);
+    if (readlink("/proc/self/ns/net", before, sizeof(before) - 1) <= 0)
+        return 2;
+    int ret = vmm_isolate_netns();
+    if (ret == -EPERM || ret == -ENOSPC || ret == -EINVAL)
+        return drop_root ? 77 : 3;
+    if (ret != 0)
+        return 4;
+    if (readlink("/proc/self/ns/net", after, sizeof(after) - 1) <= 0)
+        return 5;
+    if (strcmp(before, after) == 0)
+        return 6; /* still in the old namespace */
+    struct if_nameindex *ifs = if_nameindex();
+    if (!ifs)
+        return 7;
+    int n = 0;
+    for (struct if_nameindex *i = ifs; i->if_index; i++, n++)
+        if (strcmp(i->if_name, "lo") != 0)
+            return 8;
+    if_freenameindex(ifs);
+    if (n > 1)
+        return 9;
+    /* nothing is reachable, not even loopback */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(9)};
+    sa.sin_addr.s_addr = htonl(0x7f000001);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return 10;
+    return 0;
+}
+
+static void run_netns(bool drop_root)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(netns_child(drop_root));
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    if (WEXITSTATUS(st) == 77)
+        skip();
+    if (WEXITSTATUS(st) != 0)
+        fail_msg("netns check %d failed in the child", WEXITSTATUS(st));
+}
+
+static void test_vmm_isolate_netns_empty(void **state)
+{
+    (void)state;
+    run_netns(false);
+}
+
+static void test_vmm_isolate_netns_unprivileged(void **state)
+{
+    (void)state;
+    run_netns(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vmm_isolate_seccomp_refuses_forbidden),
+        cmocka_unit_test(test_vmm_isolate_netns_empty),
+        cmocka_unit_test(test_vmm_isolate_netns_unprivileged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
