@@ -22,6 +22,7 @@
 #include "agent.h"
 #include "frame.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -750,6 +751,72 @@ static void test_agent_framing_error_bad_stream(void **state)
     assert_int_equal(host_finish(h), -EPROTO);
 }
 
+/* True when `target` is what one of this process's inheritable fds points at. */
+static bool inherited_from_test(const char *target)
+{
+    DIR *d = opendir("/proc/self/fd");
+    bool found = false;
+    struct dirent *de;
+    while (d && !found && (de = readdir(d))) {
+        char path[64], link[256];
+        long fd = strtol(de->d_name, NULL, 10);
+        if (de->d_name[0] == '.' || (fcntl((int)fd, F_GETFD) & FD_CLOEXEC))
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/fd/%ld", fd);
+        ssize_t n = readlink(path, link, sizeof(link) - 1);
+        if (n > 0) {
+            link[n] = '\0';
+            found = strcmp(link, target) == 0;
+        }
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void test_agent_exec_no_leaked_fds(void **state)
+{
+    (void)state;
+    struct host *h = host_connect();
+    /* Another exec is running, so its pipes and pidfd exist while exec 2 starts. */
+    send_json(h, "{\"type\":\"exec\",\"id\":1,\"argv\":[\"cat\"],\"stdin\":true}");
+    send_json(h, "{\"type\":\"exec\",\"id\":2,\"argv\":[\"sh\",\"-c\","
+                 "\"ls -l /proc/$$/fd\"]}");
+    struct result *r = wait_exit(h, 2);
+    assert_int_equal(exit_int(r, "code"), 0);
+    assert_int_equal(buf_append(&r->out[1], "", 1), 0);
+    char *text = (char *)r->out[1].data;
+    /*
+     * fds 1 and 2 are the exec's own pipes; nothing of the agent's may be
+     * inherited (what the test runner itself passed down without
+     * close-on-exec is not the agent's doing, so it is skipped).
+     */
+    assert_non_null(strstr(text, " 1 -> pipe:"));
+    assert_non_null(strstr(text, " 2 -> pipe:"));
+    assert_non_null(strstr(text, " 0 -> /dev/null"));
+    for (char *line = text; *line;) {
+        char *nl = strchr(line, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        char *arrow = strstr(line, " -> "); /* "... FD -> TARGET" */
+        if (arrow) {
+            char *num = arrow;
+            while (num > line && num[-1] != ' ')
+                num--;
+            long fd = strtol(num, NULL, 10);
+            const char *target = arrow + 4;
+            if (fd > 2 && !inherited_from_test(target) &&
+                (strstr(target, "socket:") || strstr(target, "pipe:") ||
+                 strstr(target, "eventpoll") || strstr(target, "pidfd")))
+                fail_msg("the child inherited an agent fd: %s", num);
+        }
+        line = nl + 1;
+    }
+    send_data(h, 1, FRAME_STDIN, NULL, 0);
+    assert_int_equal(exit_int(wait_exit(h, 1), "code"), 0);
+    assert_int_equal(host_finish(h), -ECONNRESET);
+}
+
 static void test_agent_shutdown(void **state)
 {
     (void)state;
@@ -796,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_agent_framing_error_unknown_kind),
         cmocka_unit_test(test_agent_framing_error_oversize),
         cmocka_unit_test(test_agent_framing_error_bad_stream),
+        cmocka_unit_test(test_agent_exec_no_leaked_fds),
         cmocka_unit_test(test_agent_shutdown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
