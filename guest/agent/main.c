@@ -26,6 +26,8 @@
 /* The vsock device may come up a little after us: retry connecting this long. */
 #define CONNECT_TRIES 100
 #define CONNECT_DELAY_NS (50 * 1000 * 1000)
+/* Receive buffer the host may fill before it waits for credit (the default is 256 KiB). */
+#define VSOCK_BUFFER (1024ull * 1024ull)
 
 static int set_clock(void *ctx, int64_t time_ns)
 {
@@ -50,6 +52,10 @@ static int connect_host(int *out)
         int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
+        /* Bigger credit for stdin throughput; the default still works when refused. */
+        unsigned long long size = VSOCK_BUFFER;
+        (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &size, sizeof(size));
+        (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &size, sizeof(size));
         struct sockaddr_vm sa = {
             .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = CONTROL_PORT};
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
