@@ -86,6 +86,8 @@ void virtio_dev_interrupt(struct virtio_dev *d);
 void virtio_dev_interrupt_queue(struct virtio_dev *d, unsigned q);
 /* Queue-level corruption: set NEEDS_RESET and raise a config interrupt. */
 void virtio_dev_needs_reset(struct virtio_dev *d);
+/* The device changed its config space: bump ConfigGeneration, raise a config interrupt. */
+void virtio_dev_config_changed(struct virtio_dev *d);
 /* Ask the loop thread to call notify(q) again later (bounded work per call). */
 void virtio_dev_kick(struct virtio_dev *d, unsigned q);
 

@@ -189,6 +189,16 @@ void virtio_dev_needs_reset(struct virtio_dev *d)
     raise_irq(t, VIRTIO_INT_CONFIG);
 }
 
+void virtio_dev_config_changed(struct virtio_dev *d)
+{
+    struct virtio_mmio *t = d->transport;
+
+    pthread_mutex_lock(&t->lock);
+    t->config_gen++;
+    pthread_mutex_unlock(&t->lock);
+    raise_irq(t, VIRTIO_INT_CONFIG);
+}
+
 void virtio_dev_kick(struct virtio_dev *d, unsigned q)
 {
     if (q < d->ops->nqueues)

@@ -98,18 +98,26 @@ struct vsock_muxer {
     unsigned rl_n;
 };
 
-/* Guest-triggered log lines: at most 10 a second. */
+/* Log lines that a guest or host client can trigger: at most 10 a second. */
 static bool log_ok(struct vsock_muxer *m)
 {
     struct timespec ts;
+    int saved = errno; /* callers log errno after this */
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    errno = saved;
     if (ts.tv_sec != m->rl_sec) {
         m->rl_sec = ts.tv_sec;
         m->rl_n = 0;
     }
     return m->rl_n++ < 10;
 }
+
+#define MLOG(m, level, ...)                                                                        \
+    do {                                                                                           \
+        if (log_ok(m))                                                                             \
+            log_msg(level, __VA_ARGS__);                                                           \
+    } while (0)
 
 void vsock_hdr_decode(const uint8_t raw[VSOCK_HDR_SIZE], struct vsock_hdr *h)
 {
@@ -281,7 +289,7 @@ static void conn_update_events(struct vsock_muxer *m, struct conn *c)
     ev.events = want;
     ev.data.ptr = c;
     if (epoll_ctl(m->epfd, op, c->fd, &ev) < 0) {
-        LOG_WARN("vsock epoll_ctl failed port=%" PRIu32 " err=%d", c->local_port, errno);
+        MLOG(m, LOG_WARN, "vsock epoll_ctl failed port=%" PRIu32 " err=%d", c->local_port, errno);
         return;
     }
     c->events = want;
@@ -356,8 +364,8 @@ static struct conn *conn_new(struct vsock_muxer *m, int fd, enum conn_state st)
 static void queue_rst(struct vsock_muxer *m, uint32_t local, uint32_t peer)
 {
     if (m->rst_n == RST_RING) {
-        if (log_ok(m))
-            LOG_WARN("vsock RST queue full, dropping RST port=%" PRIu32, local);
+
+        MLOG(m, LOG_WARN, "vsock RST queue full, dropping RST port=%" PRIu32, local);
         return;
     }
     m->rst[(m->rst_head + m->rst_n) % RST_RING] = (struct rst_entry){local, peer};
@@ -431,8 +439,8 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     }
     c = conn_new(m, fd, ST_CONNECTING);
     if (!c) {
-        if (log_ok(m))
-            LOG_WARN("vsock connection refused (limit or memory) port=%" PRIu32, h->dst_port);
+
+        MLOG(m, LOG_WARN, "vsock connection refused (limit or memory) port=%" PRIu32, h->dst_port);
         close(fd);
         queue_rst(m, h->dst_port, h->src_port);
         return;
@@ -448,7 +456,8 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     } else if (errno == EINPROGRESS) {
         /* finished in conn_event() on EPOLLOUT */
     } else {
-        LOG_INFO("vsock guest connect refused port=%" PRIu32 " err=%d", h->dst_port, errno);
+        MLOG(m, LOG_INFO, "vsock guest connect refused port=%" PRIu32 " err=%d", h->dst_port,
+             errno);
         conn_kill(m, c, true);
         return;
     }
@@ -476,8 +485,8 @@ static int guest_rw(struct vsock_muxer *m, struct conn *c, const struct iovec *i
             n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            LOG_INFO("vsock host socket write failed port=%" PRIu32 " err=%d", c->local_port,
-                     errno);
+            MLOG(m, LOG_INFO, "vsock host socket write failed port=%" PRIu32 " err=%d",
+                 c->local_port, errno);
             conn_kill(m, c, true);
             return 0;
         }
@@ -495,7 +504,7 @@ static int guest_rw(struct vsock_muxer *m, struct conn *c, const struct iovec *i
             continue;
         }
         if (buf_append(&c->txbuf, (const uint8_t *)iov[i].iov_base + off, l - off) < 0) {
-            LOG_WARN("vsock buffer allocation failed port=%" PRIu32, c->local_port);
+            MLOG(m, LOG_WARN, "vsock buffer allocation failed port=%" PRIu32, c->local_port);
             conn_kill(m, c, true);
             return 0;
         }
@@ -530,7 +539,7 @@ static void guest_response(struct vsock_muxer *m, struct conn *c)
     }
     n = snprintf(line, sizeof(line), "OK %" PRIu32 "\n", c->local_port);
     if (send(c->fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
-        LOG_INFO("vsock host client gone before OK port=%" PRIu32, c->local_port);
+        MLOG(m, LOG_INFO, "vsock host client gone before OK port=%" PRIu32, c->local_port);
         conn_kill(m, c, true);
         return;
     }
@@ -558,24 +567,24 @@ static int mux_send_pkt(void *b, const struct vsock_hdr *h, const struct iovec *
         total += iov[i].iov_len;
     if (h->src_cid != m->guest_cid || h->dst_cid != VSOCK_HOST_CID) {
         /* Never answer a forged address. */
-        if (log_ok(m))
-            LOG_WARN("vsock packet dropped: bad cid src=%" PRIu64 " dst=%" PRIu64, h->src_cid,
-                     h->dst_cid);
+
+        MLOG(m, LOG_WARN, "vsock packet dropped: bad cid src=%" PRIu64 " dst=%" PRIu64, h->src_cid,
+             h->dst_cid);
         m->stats.dropped++;
         return 0;
     }
     if (total != h->len || (h->op != VSOCK_OP_RW && h->len != 0)) {
-        if (log_ok(m))
-            LOG_WARN("vsock packet dropped: len mismatch op=%s len=%" PRIu32 " data=%zu",
-                     op_name(h->op), h->len, total);
+
+        MLOG(m, LOG_WARN, "vsock packet dropped: len mismatch op=%s len=%" PRIu32 " data=%zu",
+             op_name(h->op), h->len, total);
         m->stats.dropped++;
         return 0;
     }
     c = conn_find(m, h->dst_port, h->src_port);
     if (h->type != VSOCK_TYPE_STREAM || h->op == VSOCK_OP_INVALID ||
         h->op > VSOCK_OP_CREDIT_REQUEST) {
-        if (log_ok(m))
-            LOG_WARN("vsock packet dropped: type=%u op=%u", h->type, h->op);
+
+        MLOG(m, LOG_WARN, "vsock packet dropped: type=%u op=%u", h->type, h->op);
         m->stats.dropped++;
         if (c)
             conn_kill(m, c, true);
@@ -711,7 +720,8 @@ static int conn_next_pkt(struct vsock_muxer *m, struct conn *c, struct vsock_hdr
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             c->readable = false;
         } else {
-            LOG_INFO("vsock host socket read failed port=%" PRIu32 " err=%d", c->local_port, errno);
+            MLOG(m, LOG_INFO, "vsock host socket read failed port=%" PRIu32 " err=%d",
+                 c->local_port, errno);
             conn_kill(m, c, true);
             return 0;
         }
@@ -797,13 +807,13 @@ static void accept_clients(struct vsock_muxer *m)
         struct conn *c;
 
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && log_ok(m))
-                LOG_WARN("vsock accept failed err=%d", errno);
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                MLOG(m, LOG_WARN, "vsock accept failed err=%d", errno);
             return;
         }
         c = conn_new(m, fd, ST_HOST_LINE);
         if (!c) {
-            LOG_WARN("vsock host client refused (connection limit or memory)");
+            MLOG(m, LOG_WARN, "vsock host client refused (connection limit or memory)");
             close(fd);
             continue;
         }
@@ -874,8 +884,8 @@ static void read_connect_line(struct vsock_muxer *m, struct conn *c)
         }
         c->line_len++;
     }
-    LOG_WARN("vsock host client sent a bad CONNECT line line=\"%s\"",
-             log_escape(esc, sizeof(esc), c->line, c->line_len));
+    MLOG(m, LOG_WARN, "vsock host client sent a bad CONNECT line line=\"%s\"",
+         log_escape(esc, sizeof(esc), c->line, c->line_len));
     conn_free(m, c);
 }
 
@@ -892,7 +902,8 @@ static void conn_event(struct vsock_muxer *m, struct conn *c, uint32_t ev)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
             err = errno;
         if (err) {
-            LOG_INFO("vsock guest connect refused port=%" PRIu32 " err=%d", c->local_port, err);
+            MLOG(m, LOG_INFO, "vsock guest connect refused port=%" PRIu32 " err=%d", c->local_port,
+                 err);
             conn_kill(m, c, true);
             return;
         }
@@ -906,7 +917,7 @@ static void conn_event(struct vsock_muxer *m, struct conn *c, uint32_t ev)
     case ST_CLOSING:
         if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && c->txbuf.len) {
             if (conn_flush(m, c) < 0) {
-                LOG_INFO("vsock host socket write failed port=%" PRIu32, c->local_port);
+                MLOG(m, LOG_INFO, "vsock host socket write failed port=%" PRIu32, c->local_port);
                 conn_kill(m, c, true);
                 return;
             }

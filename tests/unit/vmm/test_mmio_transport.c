@@ -29,7 +29,8 @@ struct fx {
     struct vmm_mem mem;
     struct virtio_host host;
     struct virtio_mmio *t;
-    int irqfd; /* our copy; the transport owns the original */
+    struct virtio_dev *dev; /* owned by t */
+    int irqfd;              /* our copy; the transport owns the original */
     struct tq q;
     unsigned ioeventfds;
     uint64_t ioevent_addr;
@@ -64,6 +65,7 @@ static int setup(void **state)
     f->irqfd = dup(irqfd);
     assert_int_equal(virtio_rng_create(&d), 0);
     assert_int_equal(virtio_mmio_create(&f->t, &f->host, d, BASE, 5, irqfd), 0);
+    f->dev = d;
     tq_init(&f->q, 0x1000, 16);
     *state = f;
     return 0;
@@ -304,6 +306,19 @@ static void test_virtio_mmio_access_event_idx_suppresses_interrupts(void **state
     assert_int_equal(tq_avail_event(f->ram, &f->q), 3);
 }
 
+static void test_virtio_dev_config_changed_interrupt(void **state)
+{
+    struct fx *f = *state;
+
+    assert_int_equal(mmio_rd(f->t, 0x0fc), 0);
+    virtio_dev_config_changed(f->dev);
+    assert_int_equal(mmio_rd(f->t, 0x0fc), 1);
+    assert_int_equal(mmio_rd(f->t, 0x060), 2);
+    assert_int_equal(irq_count(f), 1);
+    mmio_wr(f->t, 0x064, 2);
+    assert_int_equal(mmio_rd(f->t, 0x060), 0);
+}
+
 static void test_virtio_mmio_cmdline_format(void **state)
 {
     struct fx *f = *state;
@@ -328,6 +343,7 @@ int main(void)
         T(test_virtio_mmio_access_status_reset),
         T(test_virtio_mmio_access_bad_ring_sets_needs_reset),
         T(test_virtio_mmio_access_event_idx_suppresses_interrupts),
+        T(test_virtio_dev_config_changed_interrupt),
         T(test_virtio_mmio_cmdline_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

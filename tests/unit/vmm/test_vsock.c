@@ -325,7 +325,7 @@ static uint8_t pattern(size_t i)
 static void test_vsock_bulk_host_to_guest(void **state)
 {
     struct fx *f = *state;
-    const size_t total = 16u << 20;
+    const size_t total = 50u << 20;
     uint8_t *src = malloc(256 * 1024), data[RXDATA];
     size_t written = 0, got = 0;
     uint32_t unacked = 0;
@@ -388,7 +388,7 @@ static void test_vsock_bulk_host_to_guest(void **state)
 static void test_vsock_bulk_guest_to_host(void **state)
 {
     struct fx *f = *state;
-    const size_t total = 16u << 20;
+    const size_t total = 50u << 20;
     uint8_t *chunk = malloc(64 * 1024), *rbuf = malloc(256 * 1024);
     size_t sent = 0, got = 0;
     double t0;
