@@ -5,6 +5,7 @@
  * (see vmm/README.md).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,6 +73,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "capsem-vmm: %s\n", err);
         goto out;
     }
+
+    /* From here SIGTERM/SIGINT/SIGHUP wait for the VM's signalfd, so a stop during
+     * setup still ends with a clean teardown (sockets unlinked) and status 4. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop_signals, NULL);
 
     status = VMM_EXIT_VMM_ERROR;
     if (vmm_vm_create(&vm, &cfg) != 0)
