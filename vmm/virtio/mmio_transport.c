@@ -107,7 +107,7 @@ static void signal_fd(int fd)
 
     /* An eventfd counter cannot overflow in practice; a failure only loses a wakeup. */
     if (write(fd, &one, sizeof(one)) < 0 && virtio_log_allowed(&mmio_rl, 5))
-        LOG_WARN("virtio eventfd write failed err=%d", errno);
+        LOG_WARN("msg=\"virtio eventfd write failed\" err=%d", errno);
 }
 
 static void drain_fd(int fd)
@@ -115,7 +115,7 @@ static void drain_fd(int fd)
     uint64_t v;
 
     if (read(fd, &v, sizeof(v)) < 0 && errno != EAGAIN && virtio_log_allowed(&mmio_rl, 5))
-        LOG_WARN("virtio eventfd read failed err=%d", errno);
+        LOG_WARN("msg=\"virtio eventfd read failed\" err=%d", errno);
 }
 
 /* ---- loop-thread side ---- */
@@ -151,8 +151,8 @@ bool virtio_dev_begin(struct virtio_dev *d)
         if (!q[i].ready || vq->ready)
             continue;
         if (vmm_vq_bind(vq, t->host.mem, q[i].num, q[i].desc, q[i].driver, q[i].device, evi) < 0) {
-            LOG_WARN("virtio queue setup rejected dev=%s queue=%u err=\"%s\"", d->ops->name, i,
-                     vmm_vq_err_str(vq->err));
+            LOG_WARN("msg=\"virtio queue setup rejected\" dev=%s queue=%u err=\"%s\"", d->ops->name,
+                     i, vmm_vq_err_str(vq->err));
             virtio_dev_needs_reset(d);
             return false;
         }
@@ -332,8 +332,8 @@ static bool status_write(struct virtio_mmio *t, uint32_t v)
          */
         if ((f & ~t->offered) || !(f & (1ull << VIRTIO_F_VERSION_1))) {
             if (virtio_log_allowed(&mmio_rl, 5))
-                LOG_WARN("virtio features refused dev=%s features=0x%" PRIx64, t->dev->ops->name,
-                         f);
+                LOG_WARN("msg=\"virtio features refused\" dev=%s features=0x%" PRIx64,
+                         t->dev->ops->name, f);
             v &= ~VIRTIO_STATUS_FEATURES_OK;
             added &= ~VIRTIO_STATUS_FEATURES_OK;
         }
@@ -392,8 +392,8 @@ static int reg_write(struct virtio_mmio *t, uint64_t off, uint32_t v, bool *ctl)
         } else if (queue_num_ok(t, q)) {
             q->ready = true;
         } else if (virtio_log_allowed(&mmio_rl, 5)) {
-            LOG_WARN("virtio queue size rejected dev=%s queue=%u num=%u", ops->name, t->queue_sel,
-                     q->num);
+            LOG_WARN("msg=\"virtio queue size rejected\" dev=%s queue=%u num=%u", ops->name,
+                     t->queue_sel, q->num);
         }
         break;
     case REG_QUEUE_NOTIFY:
@@ -427,7 +427,8 @@ static int reg_write(struct virtio_mmio *t, uint64_t off, uint32_t v, bool *ctl)
     }
     default:
         if (virtio_log_allowed(&mmio_rl, 5))
-            LOG_DEBUG("virtio write to unknown register dev=%s off=0x%" PRIx64, ops->name, off);
+            LOG_DEBUG("msg=\"virtio write to unknown register\" dev=%s off=0x%" PRIx64, ops->name,
+                      off);
         break;
     }
     return -1;
@@ -458,8 +459,8 @@ void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t l
     } else if (len != 4 || (offset & 3)) {
         /* Registers are 32-bit only (spec 4.2.2.2); anything else is ignored. */
         if (virtio_log_allowed(&mmio_rl, 5))
-            LOG_DEBUG("virtio bad register access dev=%s off=0x%" PRIx64 " len=%u", ops->name,
-                      offset, len);
+            LOG_DEBUG("msg=\"virtio bad register access\" dev=%s off=0x%" PRIx64 " len=%u",
+                      ops->name, offset, len);
     } else if (is_write) {
         notify = reg_write(t, offset, get_le32(data), &ctl);
     } else {
@@ -551,7 +552,7 @@ int virtio_mmio_create(struct virtio_mmio **out, const struct virtio_host *host,
     t = NULL;
 out:
     if (ret < 0) {
-        LOG_ERR("virtio device setup failed dev=%s err=%d", dev->ops->name, ret);
+        LOG_ERR("msg=\"virtio device setup failed\" dev=%s err=%d", dev->ops->name, ret);
         if (t) {
             virtio_mmio_destroy(t);
         } else {

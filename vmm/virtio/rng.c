@@ -69,13 +69,13 @@ static void rng_notify(struct virtio_dev *d, unsigned qi)
         }
         if (ret == -EPROTO) {
             if (virtio_log_allowed(&r->rl, 5))
-                LOG_WARN("virtio-rng queue corrupt err=\"%s\"", vmm_vq_err_str(q->err));
+                LOG_WARN("msg=\"virtio-rng queue corrupt\" err=\"%s\"", vmm_vq_err_str(q->err));
             virtio_dev_needs_reset(d);
             return;
         }
         if (ret == -EIO) {
             if (virtio_log_allowed(&r->rl, 5))
-                LOG_WARN("virtio-rng bad request err=\"%s\"", vmm_vq_err_str(r->chain.err));
+                LOG_WARN("msg=\"virtio-rng bad request\" err=\"%s\"", vmm_vq_err_str(r->chain.err));
         } else {
             for (unsigned i = 0; i < r->chain.nwr; i++) {
                 size_t n = fill_random(r->chain.wr[i].iov_base, r->chain.wr[i].iov_len);

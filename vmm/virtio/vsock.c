@@ -61,7 +61,7 @@ static void vsock_config_read(struct virtio_dev *d, uint32_t off, uint8_t *data,
 static void queue_broken(struct vsock_dev *v, unsigned q)
 {
     if (virtio_log_allowed(&v->rl, 5))
-        LOG_WARN("virtio-vsock queue corrupt queue=%u err=\"%s\"", q,
+        LOG_WARN("msg=\"virtio-vsock queue corrupt\" queue=%u err=\"%s\"", q,
                  vmm_vq_err_str(v->base.vqs[q].err));
     virtio_dev_needs_reset(&v->base);
 }
@@ -69,7 +69,7 @@ static void queue_broken(struct vsock_dev *v, unsigned q)
 static void bad_chain(struct vsock_dev *v, unsigned q, const char *why)
 {
     if (virtio_log_allowed(&v->rl, 5))
-        LOG_WARN("virtio-vsock request dropped queue=%u err=\"%s\"", q, why);
+        LOG_WARN("msg=\"virtio-vsock request dropped\" queue=%u err=\"%s\"", q, why);
 }
 
 /* Host -> guest: fill rx buffers while the back-end has packets. */

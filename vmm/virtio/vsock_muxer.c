@@ -289,7 +289,8 @@ static void conn_update_events(struct vsock_muxer *m, struct conn *c)
     ev.events = want;
     ev.data.ptr = c;
     if (epoll_ctl(m->epfd, op, c->fd, &ev) < 0) {
-        MLOG(m, LOG_WARN, "vsock epoll_ctl failed port=%" PRIu32 " err=%d", c->local_port, errno);
+        MLOG(m, LOG_WARN, "msg=\"vsock epoll_ctl failed\" port=%" PRIu32 " err=%d", c->local_port,
+             errno);
         return;
     }
     c->events = want;
@@ -365,7 +366,7 @@ static void queue_rst(struct vsock_muxer *m, uint32_t local, uint32_t peer)
 {
     if (m->rst_n == RST_RING) {
 
-        MLOG(m, LOG_WARN, "vsock RST queue full, dropping RST port=%" PRIu32, local);
+        MLOG(m, LOG_WARN, "msg=\"vsock RST queue full, dropping RST\" port=%" PRIu32, local);
         return;
     }
     m->rst[(m->rst_head + m->rst_n) % RST_RING] = (struct rst_entry){local, peer};
@@ -440,7 +441,8 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     c = conn_new(m, fd, ST_CONNECTING);
     if (!c) {
 
-        MLOG(m, LOG_WARN, "vsock connection refused (limit or memory) port=%" PRIu32, h->dst_port);
+        MLOG(m, LOG_WARN, "msg=\"vsock connection refused (limit or memory)\" port=%" PRIu32,
+             h->dst_port);
         close(fd);
         queue_rst(m, h->dst_port, h->src_port);
         return;
@@ -456,8 +458,8 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     } else if (errno == EINPROGRESS) {
         /* finished in conn_event() on EPOLLOUT */
     } else {
-        MLOG(m, LOG_INFO, "vsock guest connect refused port=%" PRIu32 " err=%d", h->dst_port,
-             errno);
+        MLOG(m, LOG_INFO, "msg=\"vsock guest connect refused\" port=%" PRIu32 " err=%d",
+             h->dst_port, errno);
         conn_kill(m, c, true);
         return;
     }
@@ -485,7 +487,7 @@ static int guest_rw(struct vsock_muxer *m, struct conn *c, const struct iovec *i
             n = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
         } while (n < 0 && errno == EINTR);
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            MLOG(m, LOG_INFO, "vsock host socket write failed port=%" PRIu32 " err=%d",
+            MLOG(m, LOG_INFO, "msg=\"vsock host socket write failed\" port=%" PRIu32 " err=%d",
                  c->local_port, errno);
             conn_kill(m, c, true);
             return 0;
@@ -504,7 +506,8 @@ static int guest_rw(struct vsock_muxer *m, struct conn *c, const struct iovec *i
             continue;
         }
         if (buf_append(&c->txbuf, (const uint8_t *)iov[i].iov_base + off, l - off) < 0) {
-            MLOG(m, LOG_WARN, "vsock buffer allocation failed port=%" PRIu32, c->local_port);
+            MLOG(m, LOG_WARN, "msg=\"vsock buffer allocation failed\" port=%" PRIu32,
+                 c->local_port);
             conn_kill(m, c, true);
             return 0;
         }
@@ -539,7 +542,7 @@ static void guest_response(struct vsock_muxer *m, struct conn *c)
     }
     n = snprintf(line, sizeof(line), "OK %" PRIu32 "\n", c->local_port);
     if (send(c->fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
-        MLOG(m, LOG_INFO, "vsock host client gone before OK port=%" PRIu32, c->local_port);
+        MLOG(m, LOG_INFO, "msg=\"vsock host client gone before OK\" port=%" PRIu32, c->local_port);
         conn_kill(m, c, true);
         return;
     }
@@ -568,14 +571,15 @@ static int mux_send_pkt(void *b, const struct vsock_hdr *h, const struct iovec *
     if (h->src_cid != m->guest_cid || h->dst_cid != VSOCK_HOST_CID) {
         /* Never answer a forged address. */
 
-        MLOG(m, LOG_WARN, "vsock packet dropped: bad cid src=%" PRIu64 " dst=%" PRIu64, h->src_cid,
-             h->dst_cid);
+        MLOG(m, LOG_WARN, "msg=\"vsock packet dropped: bad cid\" src=%" PRIu64 " dst=%" PRIu64,
+             h->src_cid, h->dst_cid);
         m->stats.dropped++;
         return 0;
     }
     if (total != h->len || (h->op != VSOCK_OP_RW && h->len != 0)) {
 
-        MLOG(m, LOG_WARN, "vsock packet dropped: len mismatch op=%s len=%" PRIu32 " data=%zu",
+        MLOG(m, LOG_WARN,
+             "msg=\"vsock packet dropped: len mismatch\" op=%s len=%" PRIu32 " data=%zu",
              op_name(h->op), h->len, total);
         m->stats.dropped++;
         return 0;
@@ -584,7 +588,8 @@ static int mux_send_pkt(void *b, const struct vsock_hdr *h, const struct iovec *
     if (h->type != VSOCK_TYPE_STREAM || h->op == VSOCK_OP_INVALID ||
         h->op > VSOCK_OP_CREDIT_REQUEST) {
 
-        MLOG(m, LOG_WARN, "vsock packet dropped: type=%u op=%u", h->type, h->op);
+        MLOG(m, LOG_WARN, "msg=\"vsock packet dropped: bad type or op\" type=%u op=%u", h->type,
+             h->op);
         m->stats.dropped++;
         if (c)
             conn_kill(m, c, true);
@@ -720,7 +725,7 @@ static int conn_next_pkt(struct vsock_muxer *m, struct conn *c, struct vsock_hdr
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             c->readable = false;
         } else {
-            MLOG(m, LOG_INFO, "vsock host socket read failed port=%" PRIu32 " err=%d",
+            MLOG(m, LOG_INFO, "msg=\"vsock host socket read failed\" port=%" PRIu32 " err=%d",
                  c->local_port, errno);
             conn_kill(m, c, true);
             return 0;
@@ -808,12 +813,12 @@ static void accept_clients(struct vsock_muxer *m)
 
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-                MLOG(m, LOG_WARN, "vsock accept failed err=%d", errno);
+                MLOG(m, LOG_WARN, "msg=\"vsock accept failed\" err=%d", errno);
             return;
         }
         c = conn_new(m, fd, ST_HOST_LINE);
         if (!c) {
-            MLOG(m, LOG_WARN, "vsock host client refused (connection limit or memory)");
+            MLOG(m, LOG_WARN, "msg=\"vsock host client refused (connection limit or memory)\"");
             close(fd);
             continue;
         }
@@ -884,7 +889,7 @@ static void read_connect_line(struct vsock_muxer *m, struct conn *c)
         }
         c->line_len++;
     }
-    MLOG(m, LOG_WARN, "vsock host client sent a bad CONNECT line line=\"%s\"",
+    MLOG(m, LOG_WARN, "msg=\"vsock host client sent a bad CONNECT line\" line=\"%s\"",
          log_escape(esc, sizeof(esc), c->line, c->line_len));
     conn_free(m, c);
 }
@@ -902,8 +907,8 @@ static void conn_event(struct vsock_muxer *m, struct conn *c, uint32_t ev)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) < 0)
             err = errno;
         if (err) {
-            MLOG(m, LOG_INFO, "vsock guest connect refused port=%" PRIu32 " err=%d", c->local_port,
-                 err);
+            MLOG(m, LOG_INFO, "msg=\"vsock guest connect refused\" port=%" PRIu32 " err=%d",
+                 c->local_port, err);
             conn_kill(m, c, true);
             return;
         }
@@ -917,7 +922,8 @@ static void conn_event(struct vsock_muxer *m, struct conn *c, uint32_t ev)
     case ST_CLOSING:
         if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && c->txbuf.len) {
             if (conn_flush(m, c) < 0) {
-                MLOG(m, LOG_INFO, "vsock host socket write failed port=%" PRIu32, c->local_port);
+                MLOG(m, LOG_INFO, "msg=\"vsock host socket write failed\" port=%" PRIu32,
+                     c->local_port);
                 conn_kill(m, c, true);
                 return;
             }
@@ -1069,7 +1075,7 @@ int vsock_muxer_create(struct vsock_muxer **out, uint64_t guest_cid, const char 
     m = NULL;
 out:
     if (ret < 0) {
-        LOG_ERR("vsock listener setup failed path=%s err=%d", uds_path, ret);
+        LOG_ERR("msg=\"vsock listener setup failed\" path=%s err=%d", uds_path, ret);
         if (m) {
             if (m->listen_fd >= 0)
                 close(m->listen_fd);
