@@ -428,6 +428,13 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     struct conn *c;
     int fd, n;
 
+    /* The guest reuses the address of a connection whose RST is still queued: drop that RST. */
+    for (c = m->conns; c; c = c->next) {
+        if (c->st == ST_DEAD && c->local_port == h->dst_port && c->peer_port == h->src_port) {
+            conn_free(m, c);
+            break;
+        }
+    }
     n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s_%" PRIu32, m->uds, h->dst_port);
     if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
         queue_rst(m, h->dst_port, h->src_port);

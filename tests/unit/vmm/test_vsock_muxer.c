@@ -568,6 +568,26 @@ static void test_vsock_muxer_host_close_sends_shutdown(void **state)
     assert_int_equal(h.op, VSOCK_OP_RST);
 }
 
+static void test_vsock_muxer_reused_address_drops_stale_rst(void **state)
+{
+    struct fx *f = *state;
+    struct gconn g;
+    struct vsock_hdr h;
+    uint8_t buf[16];
+    int fd = guest_connect(f, &g, 4005), fd2;
+
+    /* Our RST for the old connection is still queued when the guest connects again. */
+    close(fd);
+    assert_int_equal(gsend(f, &g, 99, 0, NULL, 0), 0); /* bad op: conn killed, RST queued */
+    fd2 = guest_connect(f, &g, 4005);
+    /* The stale RST must not reach the guest: nothing else is pending. */
+    assert_int_equal(grecv_timeout(f, &h, buf, sizeof(buf), 50), -EAGAIN);
+    assert_int_equal(gsend(f, &g, VSOCK_OP_RW, 0, "ok", 2), 0);
+    read_exact(fd2, buf, 2);
+    assert_memory_equal(buf, "ok", 2);
+    close(fd2);
+}
+
 static void test_vsock_muxer_credit_request_answered(void **state)
 {
     struct fx *f = *state;
@@ -706,6 +726,7 @@ int main(void)
         T(test_vsock_muxer_bad_packets_dropped),
         T(test_vsock_muxer_guest_shutdown_flushes_then_rst),
         T(test_vsock_muxer_host_close_sends_shutdown),
+        T(test_vsock_muxer_reused_address_drops_stale_rst),
         T(test_vsock_muxer_credit_request_answered),
         T(test_vsock_muxer_guest_ignoring_credit_is_held_back),
         T(test_vsock_muxer_reset_closes_everything),
