@@ -74,6 +74,9 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    /* A closed stdout pipe or peer socket must be an EPIPE error, never a silent death. */
+    signal(SIGPIPE, SIG_IGN);
+
     /* From here SIGTERM/SIGINT/SIGHUP wait for the VM's signalfd, so a stop during
      * setup still ends with a clean teardown (sockets unlinked) and status 4. */
     sigset_t stop_signals;

@@ -35,6 +35,9 @@ int vmm_mem_init(struct vmm_mem *m, uint64_t size)
                    -1, 0);
     if (p == MAP_FAILED)
         return -errno;
+    /* Best effort: huge pages cut EPT walks; guest RAM stays out of core dumps. */
+    madvise(p, size, MADV_HUGEPAGE);
+    madvise(p, size, MADV_DONTDUMP);
     layout(m, p, size);
     m->owned = true;
     return 0;
