@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define VMM_MEM_HOLE_START 0xC0000000ull /* 3 GiB */
+#define VMM_MEM_HOLE_START 0xC0000000ull  /* 3 GiB */
 #define VMM_MEM_HIGH_START 0x100000000ull /* 4 GiB */
 
 struct vmm_mem_region {
