@@ -365,7 +365,6 @@ static struct conn *conn_new(struct vsock_muxer *m, int fd, enum conn_state st)
 static void queue_rst(struct vsock_muxer *m, uint32_t local, uint32_t peer)
 {
     if (m->rst_n == RST_RING) {
-
         MLOG(m, LOG_WARN, "msg=\"vsock RST queue full, dropping RST\" port=%" PRIu32, local);
         return;
     }
@@ -447,7 +446,6 @@ static void guest_connect(struct vsock_muxer *m, const struct vsock_hdr *h)
     }
     c = conn_new(m, fd, ST_CONNECTING);
     if (!c) {
-
         MLOG(m, LOG_WARN, "msg=\"vsock connection refused (limit or memory)\" port=%" PRIu32,
              h->dst_port);
         close(fd);
@@ -584,17 +582,15 @@ static int mux_send_pkt(void *b, const struct vsock_hdr *h, const struct iovec *
         return 0;
     }
     if (total != h->len || (h->op != VSOCK_OP_RW && h->len != 0)) {
-
-        MLOG(m, LOG_WARN,
-             "msg=\"vsock packet dropped: len mismatch\" op=%s len=%" PRIu32 " data=%zu",
-             op_name(h->op), h->len, total);
+        MLOG(m, LOG_WARN, "msg=\"vsock packet dropped: %s\" op=%s len=%" PRIu32 " data=%zu",
+             total != h->len ? "len mismatch" : "payload on a control packet", op_name(h->op),
+             h->len, total);
         m->stats.dropped++;
         return 0;
     }
     c = conn_find(m, h->dst_port, h->src_port);
     if (h->type != VSOCK_TYPE_STREAM || h->op == VSOCK_OP_INVALID ||
         h->op > VSOCK_OP_CREDIT_REQUEST) {
-
         MLOG(m, LOG_WARN, "msg=\"vsock packet dropped: bad type or op\" type=%u op=%u", h->type,
              h->op);
         m->stats.dropped++;

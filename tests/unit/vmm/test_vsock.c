@@ -472,6 +472,66 @@ static void test_vsock_tx_malformed_chains_dropped(void **state)
     assert_int_equal(mmio_rd(f->t, 0x70) & 0x40, 0);
 }
 
+static void test_vsock_tx_random_packets_survive(void **state)
+{
+    struct fx *f = *state;
+    unsigned seed = 12345;
+    uint8_t pkt[256];
+    int fd;
+
+    fcntl(f->listen_fd, F_SETFL, O_NONBLOCK);
+    /* 2000 random headers, half of them with a valid CID pair and type so ops/ports vary. */
+    for (unsigned i = 0; i < 2000; i++) {
+        uint16_t slot = (uint16_t)(i % (QSZ / 2));
+        uint64_t b = TXBUF + (uint64_t)TXSLOT * slot;
+        uint32_t len = (uint32_t)(rand_r(&seed) % sizeof(pkt));
+        struct vsock_hdr h;
+
+        for (size_t j = 0; j < sizeof(pkt); j++)
+            pkt[j] = (uint8_t)rand_r(&seed);
+        if (i & 1) {
+            vsock_hdr_decode(pkt, &h);
+            h.src_cid = CID;
+            h.dst_cid = VSOCK_HOST_CID;
+            h.type = VSOCK_TYPE_STREAM;
+            h.op = (uint16_t)(h.op % 9);
+            h.dst_port = 5000 + h.dst_port % 3;
+            h.src_port %= 8;
+            h.len = len >= VSOCK_HDR_SIZE ? len - VSOCK_HDR_SIZE : 0;
+            vsock_hdr_encode(&h, pkt);
+        }
+        memcpy(f->ram + b, pkt, len);
+        tq_desc(f->ram, &f->q[1], (uint16_t)(2 * slot), b, len, 0, 0);
+        tq_avail(f->ram, &f->q[1], (uint16_t)(2 * slot));
+        mmio_wr(f->t, 0x50, 1);
+        if (slot == QSZ / 2 - 1) {
+            struct vsock_hdr r;
+
+            virtio_mmio_poll(f->t);
+            reap_tx(f);
+            while (grx_once(f, &r, NULL))
+                ;
+            while ((fd = accept4(f->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+                close(fd);
+        }
+    }
+    /* Drain whatever the device still answers (RSTs, RESPONSEs). */
+    for (int quiet = 0; quiet < 20;) {
+        struct vsock_hdr r;
+
+        virtio_mmio_poll(f->t);
+        reap_tx(f);
+        quiet = grx_once(f, &r, NULL) ? 0 : quiet + 1;
+    }
+    /* Only bad packets: the device is still healthy and serves a real connection. */
+    assert_int_equal(mmio_rd(f->t, 0x70) & 0x40, 0);
+    f->tx_next = 0;
+    f->q[1].used_seen = tq_used_idx(f->ram, &f->q[1]);
+    fcntl(f->listen_fd, F_SETFL, 0);
+    fd = guest_connect(f, 4242);
+    close(fd);
+}
+
 static void test_vsock_corrupt_ring_needs_reset_and_reset_closes(void **state)
 {
     struct fx *f = *state;
@@ -550,6 +610,7 @@ int main(void)
         T(test_vsock_bulk_host_to_guest),
         T(test_vsock_bulk_guest_to_host),
         T(test_vsock_tx_malformed_chains_dropped),
+        T(test_vsock_tx_random_packets_survive),
         T(test_vsock_corrupt_ring_needs_reset_and_reset_closes),
         cmocka_unit_test(test_vsock_on_loop_thread),
     };
