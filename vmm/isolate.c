@@ -114,6 +114,7 @@ static const int plain_syscalls[] = {
     SCMP_SYS(unlinkat),
     SCMP_SYS(fstat),
     SCMP_SYS(pipe2),
+    SCMP_SYS(ftruncate),   /* restarting the size-capped serial log */
     SCMP_SYS(sigaltstack), /* sanitizer builds query it on every intercepted signal */
     SCMP_SYS(dup),
 };

@@ -42,6 +42,8 @@ struct vmm_serial {
     uint8_t ier, lcr, mcr, scr, dll, dlm, fcr;
     bool thr_int; /* THRE interrupt pending */
     int log_fd;
+    uint64_t log_max;
+    uint64_t log_len; /* bytes in the log file since it was (re)started */
     bool to_stdout;
     vmm_serial_irq_fn irq;
     void *opaque;
@@ -49,8 +51,8 @@ struct vmm_serial {
     size_t out_len;
 };
 
-int vmm_serial_create(struct vmm_serial **out, int log_fd, bool to_stdout, vmm_serial_irq_fn irq,
-                      void *opaque)
+int vmm_serial_create(struct vmm_serial **out, int log_fd, uint64_t log_max, bool to_stdout,
+                      vmm_serial_irq_fn irq, void *opaque)
 {
     struct vmm_serial *s = calloc(1, sizeof(*s));
     if (!s) {
@@ -60,6 +62,7 @@ int vmm_serial_create(struct vmm_serial **out, int log_fd, bool to_stdout, vmm_s
     }
     pthread_mutex_init(&s->lock, NULL);
     s->log_fd = log_fd;
+    s->log_max = log_max;
     s->to_stdout = to_stdout;
     s->irq = irq;
     s->opaque = opaque;
@@ -86,8 +89,19 @@ static void flush_locked(struct vmm_serial *s)
 {
     if (!s->out_len)
         return;
-    if (s->log_fd >= 0)
+    if (s->log_fd >= 0) {
+        if (s->log_len + s->out_len > s->log_max && ftruncate(s->log_fd, 0) < 0)
+            s->log_max = UINT64_MAX; /* not a regular file (a pipe…): nothing to cap */
+        if (s->log_len + s->out_len > s->log_max) {
+            static const char marker[] = "[capsem-vmm: serial log reached its size limit and "
+                                         "was restarted]\n";
+            s->log_len = 0;
+            write_all(s->log_fd, (const uint8_t *)marker, sizeof(marker) - 1);
+            s->log_len += sizeof(marker) - 1;
+        }
         write_all(s->log_fd, s->out, s->out_len);
+        s->log_len += s->out_len;
+    }
     if (s->to_stdout)
         write_all(STDOUT_FILENO, s->out, s->out_len);
     s->out_len = 0;

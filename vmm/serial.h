@@ -18,14 +18,20 @@ struct vmm_serial;
 /* Pulse the UART's interrupt line. Called on a vCPU thread. */
 typedef void (*vmm_serial_irq_fn)(void *opaque);
 
+/* Default cap of the serial log file (see vmm_serial_create). */
+#define VMM_SERIAL_LOG_MAX (64ull << 20)
+
 /*
- * Create the UART. `log_fd` (owned, -1 for none) receives every byte the
- * guest transmits; with `to_stdout` they also go to fd 1. `irq` may be NULL.
- * 0 or -ENOMEM.
+ * Create the UART. `log_fd` (owned, -1 for none; a regular file opened with
+ * O_APPEND) receives every byte the guest transmits; with `to_stdout` they
+ * also go to fd 1. When the log would pass `log_max` bytes it is truncated
+ * and restarted with a marker line, so a chatty guest cannot fill the disk
+ * and the end of the file always holds the latest output. `irq` may be
+ * NULL. 0 or -ENOMEM.
  */
 __attribute__((warn_unused_result)) int vmm_serial_create(struct vmm_serial **out, int log_fd,
-                                                          bool to_stdout, vmm_serial_irq_fn irq,
-                                                          void *opaque);
+                                                          uint64_t log_max, bool to_stdout,
+                                                          vmm_serial_irq_fn irq, void *opaque);
 /* Flush pending output, close the log fd, free. Accepts NULL. */
 void vmm_serial_destroy(struct vmm_serial *s);
 

@@ -265,7 +265,8 @@ static int setup_devices(struct vmm_vm *vm, const struct vmm_config *cfg)
             return ret;
         }
     }
-    ret = vmm_serial_create(&vm->serial, log_fd, cfg->serial_stdout, serial_irq, vm);
+    ret = vmm_serial_create(&vm->serial, log_fd, VMM_SERIAL_LOG_MAX, cfg->serial_stdout, serial_irq,
+                            vm);
     if (ret)
         return ret;
     vmm_pio_init(&vm->pio, vm->serial, on_reset, pulse_irq, vm);

@@ -2,17 +2,21 @@
  * Port I/O devices behind KVM_EXIT_IO: the 16550A registers Linux's 8250
  * driver uses (divisor latch, IER, IIR with the THRE interrupt and its
  * clearing, LSR always ready, MSR loopback, scratch), transmitted bytes
- * reaching the log fd, the i8042 commands of Linux's probe and the 0xFE
+ * reaching the log fd (which a flood restarts instead of growing past its
+ * cap), the i8042 commands of Linux's probe and the 0xFE
  * reset, CMOS reading zeros, and unknown ports: reads see all ones, writes
  * are dropped, nothing fails.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -65,7 +69,8 @@ static void rig_init(struct rig *r)
     memset(r, 0, sizeof(*r));
     assert_int_equal(pipe(fds), 0);
     r->pipe_rd = fds[0];
-    assert_int_equal(vmm_serial_create(&r->serial, fds[1], false, on_serial_irq, &r->ev), 0);
+    assert_int_equal(
+        vmm_serial_create(&r->serial, fds[1], VMM_SERIAL_LOG_MAX, false, on_serial_irq, &r->ev), 0);
     vmm_pio_init(&r->pio, r->serial, on_reset, on_irq, &r->ev);
 }
 
@@ -216,12 +221,50 @@ static void test_vmm_pio_dispatch_other_ports(void **state)
     rig_fini(&r);
 }
 
+static void test_vmm_serial_io_log_cap(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test-serial-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = open(path, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    struct vmm_serial *s = NULL;
+    assert_int_equal(vmm_serial_create(&s, fd, 4096, false, NULL, NULL), 0);
+    /* 100 lines of 100 bytes: far past the 4 KiB cap */
+    for (int line = 0; line < 100; line++) {
+        for (int i = 0; i < 99; i++) {
+            uint8_t c = (uint8_t)('0' + line % 10);
+            vmm_serial_io(s, 0, &c, true);
+        }
+        uint8_t nl = '\n';
+        vmm_serial_io(s, 0, &nl, true);
+    }
+    vmm_serial_destroy(s);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size <= 4096); /* never past the cap */
+    char buf[8192];
+    fd = open(path, O_RDONLY);
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "size limit")); /* the restart is marked */
+    /* the newest line survived at the end */
+    assert_int_equal(buf[n - 1], '\n');
+    assert_int_equal(buf[n - 2], '9');
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vmm_serial_io_transmit),
         cmocka_unit_test(test_vmm_serial_io_thre_interrupt),
         cmocka_unit_test(test_vmm_serial_io_registers),
+        cmocka_unit_test(test_vmm_serial_io_log_cap),
         cmocka_unit_test(test_vmm_pio_dispatch_i8042),
         cmocka_unit_test(test_vmm_pio_dispatch_other_ports),
     };
