@@ -1030,8 +1030,8 @@ int vsock_muxer_create(struct vsock_muxer **out, uint64_t guest_cid, const char 
     size_t plen = strlen(uds_path);
     int ret = 0;
 
-    /* Room for "_4294967295" so every per-port path fits too. */
-    if (plen == 0 || plen + 11 >= sizeof(sa.sun_path) || guest_cid <= VSOCK_HOST_CID ||
+    /* Per-port paths that do not fit are refused (RST) when the guest asks for them. */
+    if (plen == 0 || plen >= sizeof(sa.sun_path) || guest_cid <= VSOCK_HOST_CID ||
         guest_cid >= UINT32_MAX) {
         ret = -EINVAL;
         goto out;
