@@ -14,7 +14,9 @@ serves one request per connection. A request is one JSON line:
 Exec frames, both directions, are a type byte, a 4-byte big-endian length and
 the payload. Server to client: b"o" stdout bytes, b"e" stderr bytes, b"x" exit
 status (decimal text; 128+N when killed by signal N), b"E" an error message
-(the command could not start; an b"x" frame with 127 follows). Client to
+(the command could not start; an b"x" frame with 127 follows), b"h" nothing
+(a heartbeat after 5 s without output, so a client can tell a silent
+command from a dead bed). Client to
 server: b"i" stdin bytes, b"c" end of stdin. If the client connection ends
 before the command exits, the command's whole process group is killed.
 
@@ -38,6 +40,7 @@ import time
 
 MAX_HEADER = 1 << 20
 OUTPUT_GRACE_S = 2.0
+HEARTBEAT_S = 5.0
 
 
 class Reaper:
@@ -214,6 +217,7 @@ def handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w):
         send_frame(sock, b"x", b"127")
         return
     fds = {out_r: b"o", err_r: b"e"}
+    last_sent = time.monotonic()
     status = None
     exited_at = None
     try:
@@ -229,10 +233,13 @@ def handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w):
             watch = list(fds) + [sock]
             if status is None:
                 watch.append(wake_r)
-                timeout = None
+                timeout = HEARTBEAT_S
             else:
                 timeout = max(0.0, OUTPUT_GRACE_S - (time.monotonic() - exited_at))
             ready, _, _ = select.select(watch, [], [], timeout)
+            if time.monotonic() - last_sent >= HEARTBEAT_S:
+                send_frame(sock, b"h", b"")
+                last_sent = time.monotonic()
             for fd in ready:
                 if fd == wake_r:
                     os.read(wake_r, 16)
@@ -270,6 +277,7 @@ def handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w):
                     del fds[fd]
                     continue
                 send_frame(sock, fds[fd], data)
+                last_sent = time.monotonic()
         if status is None:
             status = REAPER.wait(pid)
         send_frame(sock, b"x", str(exit_code(status)).encode())
