@@ -309,6 +309,52 @@ static void test_vsock_connect_refused_rst(void **state)
     assert_int_equal(h.dst_port, 5);
 }
 
+static void test_vsock_host_connect_via_device(void **state)
+{
+    struct fx *f = *state;
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct vsock_hdr h;
+    uint8_t data[RXDATA];
+    char line[32], expect[32];
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    memcpy(sa.sun_path, f->uds, strlen(f->uds));
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(write(fd, "CONNECT 1234\n", 13), 13);
+    grx(f, &h, NULL);
+    assert_int_equal(h.op, VSOCK_OP_REQUEST);
+    assert_int_equal(h.dst_port, 1234);
+    assert_int_equal(h.dst_cid, CID);
+    /* The guest accepts: answer from port 1234 to the host's port. */
+    {
+        struct vsock_hdr r = {.src_cid = CID,
+                              .dst_cid = VSOCK_HOST_CID,
+                              .src_port = 1234,
+                              .dst_port = h.src_port,
+                              .type = VSOCK_TYPE_STREAM,
+                              .op = VSOCK_OP_RESPONSE,
+                              .buf_alloc = GUEST_BUF};
+        uint64_t b = TXBUF + (uint64_t)TXSLOT * f->tx_next;
+
+        vsock_hdr_encode(&r, f->ram + b);
+        tq_desc(f->ram, &f->q[1], (uint16_t)(2 * f->tx_next), b, VSOCK_HDR_SIZE, 0, 0);
+        tq_avail(f->ram, &f->q[1], (uint16_t)(2 * f->tx_next));
+        f->tx_next++;
+        mmio_wr(f->t, 0x50, 1);
+    }
+    virtio_mmio_poll(f->t);
+    snprintf(expect, sizeof(expect), "OK %u\n", h.src_port);
+    assert_int_equal(read(fd, line, sizeof(line)), (ssize_t)strlen(expect));
+    assert_memory_equal(line, expect, strlen(expect));
+    assert_int_equal(write(fd, "to guest", 8), 8);
+    grx(f, &h, data);
+    assert_int_equal(h.op, VSOCK_OP_RW);
+    assert_int_equal(h.dst_port, 1234);
+    assert_memory_equal(data, "to guest", 8);
+    close(fd);
+}
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -607,6 +653,7 @@ int main(void)
         T(test_vsock_config_and_identity),
         T(test_vsock_connect_and_relay),
         T(test_vsock_connect_refused_rst),
+        T(test_vsock_host_connect_via_device),
         T(test_vsock_bulk_host_to_guest),
         T(test_vsock_bulk_guest_to_host),
         T(test_vsock_tx_malformed_chains_dropped),
