@@ -51,6 +51,8 @@ struct fx {
     int listen_fd;
     struct tq q[3];
     uint16_t tx_next; /* next tx slot (each uses descriptors 2i, 2i+1) */
+    bool rx_single;   /* repost rx buffers as one descriptor (header + data), like Linux 6.1 */
+    bool rx_is_single[NRX];
     unsigned tx_inflight;
     /* guest-side stream state for the one connection under test */
     uint32_t gport, tx_cnt, fwd_cnt, peer_buf_alloc, peer_fwd_cnt;
@@ -72,6 +74,13 @@ static void post_rx(struct fx *f, uint16_t i)
 {
     uint64_t b = RXBUF + 8192u * i;
 
+    f->rx_is_single[i] = f->rx_single;
+    if (f->rx_single) {
+        tq_desc(f->ram, &f->q[0], (uint16_t)(2 * i), b, VSOCK_HDR_SIZE + RXDATA, VRING_DESC_F_WRITE,
+                0);
+        tq_avail(f->ram, &f->q[0], (uint16_t)(2 * i));
+        return;
+    }
     tq_desc(f->ram, &f->q[0], (uint16_t)(2 * i), b, VSOCK_HDR_SIZE,
             VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, (uint16_t)(2 * i + 1));
     tq_desc(f->ram, &f->q[0], (uint16_t)(2 * i + 1), b + 64, RXDATA, VRING_DESC_F_WRITE, 0);
@@ -204,7 +213,7 @@ static bool grx_once(struct fx *f, struct vsock_hdr *h, uint8_t *data)
     assert_int_equal(len, VSOCK_HDR_SIZE + h->len);
     assert_true(h->len <= RXDATA);
     if (data)
-        memcpy(data, f->ram + b + 64, h->len);
+        memcpy(data, f->ram + b + (f->rx_is_single[id / 2] ? VSOCK_HDR_SIZE : 64), h->len);
     f->peer_buf_alloc = h->buf_alloc;
     f->peer_fwd_cnt = h->fwd_cnt;
     post_rx(f, (uint16_t)(id / 2));
@@ -378,8 +387,11 @@ static void test_vsock_bulk_host_to_guest(void **state)
     uint64_t irqs = 0, v;
     unsigned pkts = 0;
     double t0;
-    int fd = guest_connect(f, 2048);
+    int fd;
 
+    /* From here on rx buffers are single descriptors holding header and data. */
+    f->rx_single = true;
+    fd = guest_connect(f, 2048);
     assert_non_null(src);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     t0 = now_s();
