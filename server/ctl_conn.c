@@ -59,10 +59,8 @@ static void finish(struct ctl_conn *c, int err, const char *msg)
     c->closed = true;
     server_loop_del(c->loop, c->fd);
     shutdown(c->fd, SHUT_RDWR);
-    if (err)
-        LOG_WARN("event=ctl_closed err=%d reason=\"%s\"", err, msg);
-    else
-        LOG_DEBUG("event=ctl_closed reason=\"%s\"", msg);
+    /* The owner decides whether this is an error (after shutdown it is not) and logs it. */
+    LOG_DEBUG("event=ctl_closed err=%d reason=\"%s\"", err, msg);
     if (c->ops->on_closed)
         c->ops->on_closed(c->opaque, err, msg);
 }
