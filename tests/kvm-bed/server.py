@@ -20,7 +20,8 @@ command from a dead bed). Client to
 server: b"i" stdin bytes, b"c" end of stdin. If the client connection ends
 before the command exits, the command's whole process group is killed.
 
-"time" is the host's wall clock: the bed has no RTC and its clock drifts
+Commands get CAPSEM_IN_BED=1 in their environment (kvm-exec then runs
+nested kvm commands directly). "time" is the host's wall clock: the bed has no RTC and its clock drifts
 under emulation, so the server sets its clock when it is off by over a second.
 As PID 1 it also reaps every orphan; one reaper thread owns waitpid().
 """
@@ -199,6 +200,7 @@ def handle_exec(sock, req, pending):
     cwd = req.get("cwd") or "/"
     env = req.get("env") or {}
     env = {str(k): str(v) for k, v in env.items()}
+    env["CAPSEM_IN_BED"] = "1"
     wake_r, wake_w = os.pipe()
     try:
         handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w)
