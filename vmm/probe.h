@@ -23,7 +23,7 @@ enum vmm_kvm_speed {
  */
 #define VMM_KVM_PROBE_REF_ITERS 10000000ull
 /* Extrapolated reference times at or above this are "slow" (see probe.c). */
-#define VMM_KVM_PROBE_SLOW_MS 400.0
+#define VMM_KVM_PROBE_SLOW_MS 600.0
 
 struct vmm_kvm_probe_result {
     enum vmm_kvm_speed speed;
