@@ -17,7 +17,8 @@ set(CAPSEM_KVM_BED_DIR ${CMAKE_CURRENT_LIST_DIR} CACHE INTERNAL "tests/kvm-bed")
 set(CAPSEM_BED_STATE_DIR ${CMAKE_BINARY_DIR}/kvm-bed-state CACHE INTERNAL "bed state")
 set(CAPSEM_KVM_TEST_TIMEOUT 900 CACHE STRING "Timeout (s) of each kvm-labelled test")
 set(CAPSEM_KVM_ENV "CAPSEM_BED_STATE=${CAPSEM_BED_STATE_DIR}"
-    "CAPSEM_BED_RW=${CMAKE_SOURCE_DIR}:${CMAKE_BINARY_DIR}" CACHE INTERNAL "kvm test env")
+    "CAPSEM_BED_RW=${CMAKE_SOURCE_DIR}:${CMAKE_BINARY_DIR}"
+    "CAPSEM_CACHE_DIR=${CAPSEM_CACHE_DIR}" CACHE INTERNAL "kvm test env")
 
 # The system interpreter when there is one: a version-manager shim costs
 # ~0.25 s per call.
