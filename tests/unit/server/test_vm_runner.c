@@ -19,7 +19,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -29,74 +28,6 @@
 
 static char self_exe[1024];
 static char base[256];
-
-/* ---- fake capsem-vmm ------------------------------------------------------ */
-
-static int fake_agent(const char *uds)
-{
-    char path[600];
-    snprintf(path, sizeof(path), "%s_5000", uds);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path) >= (int)sizeof(sa.sun_path))
-        return 1;
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return 1;
-    /* The real VMM creates <uds> for host-initiated connections; leave one for cleanup. */
-    int stub = open(uds, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-    if (stub >= 0)
-        close(stub);
-    const char *mode = getenv("FAKE_VMM_MODE");
-    fg_send_json(fd, "{\"type\":\"hello\",\"protocol\":1,\"agent\":\"fake\",\"kernel\":\"6.1.0-"
-                     "fake\",\"boot_ms\":5}");
-    struct fg_frame f;
-    if (!fg_expect(fd, "exec", &f))
-        return 1;
-    uint32_t id = (uint32_t)json_integer_value(json_object_get(f.json, "id"));
-    fg_frame_free(&f);
-    if (!strcmp(mode, "lost")) {
-        printf("fake-vmm: guest crashed\n");
-        return 3;
-    }
-    fg_send_data(fd, id, 1, "hello from fake\n", 16);
-    fg_send_data(fd, id, 1, NULL, 0);
-    fg_send_data(fd, id, 2, NULL, 0);
-    char msg[96];
-    snprintf(msg, sizeof(msg), "{\"type\":\"exit\",\"id\":%u,\"code\":7}", id);
-    fg_send_json(fd, msg);
-    if (!fg_expect(fd, "shutdown", &f))
-        return 1;
-    fg_frame_free(&f);
-    fg_send_json(fd, "{\"type\":\"bye\"}");
-    close(fd);
-    return 0;
-}
-
-static int fake_vmm_main(const char *config)
-{
-    json_t *c = json_load_file(config, 0, NULL);
-    const char *uds = json_string_value(json_object_get(json_object_get(c, "vsock"), "uds"));
-    const char *mode = getenv("FAKE_VMM_MODE");
-    if (!uds || !mode)
-        return 2;
-    if (!strcmp(mode, "ok") || !strcmp(mode, "lost"))
-        return fake_agent(uds);
-    if (!strcmp(mode, "exit1")) {
-        fprintf(stderr, "2026-01-01T00:00:00.000Z ERR capsem-vmm event=kvm_create_vm err=-13\n");
-        fprintf(stderr, "2026-01-01T00:00:00.001Z INFO capsem-vmm event=exit\n");
-        return 1;
-    }
-    if (!strcmp(mode, "panic")) {
-        printf("[    0.5] Kernel panic - not syncing: No working init found.\n");
-        fflush(stdout);
-        return 0;
-    }
-    if (!strcmp(mode, "silent")) {
-        for (;;)
-            pause();
-    }
-    return 2;
-}
 
 /* ---- harness ------------------------------------------------------------------ */
 
