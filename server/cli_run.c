@@ -574,10 +574,14 @@ int cli_run_main(int argc, char **argv)
 
     /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
     sigemptyset(&mask);
-    sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGQUIT);
+    /* Like ssh, keep ignoring what we were started with ignored (nohup, background jobs). */
+    static const int optional[] = {SIGINT, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++) {
+        struct sigaction sa;
+        if (sigaction(optional[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
+            sigaddset(&mask, optional[i]);
+    }
     if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
         masked = true;
     signal(SIGPIPE, SIG_IGN);
