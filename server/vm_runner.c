@@ -240,8 +240,31 @@ static void last_error_line(const char *text, size_t len, char *out, size_t size
         best = last;
         best_len = last_len;
     }
-    if (best)
-        log_escape(out, size, best, best_len > 300 ? 300 : best_len);
+    if (!best)
+        return;
+    /* Our log lines are "<time> <LEVEL> <component> key=value...": keep the key=values. */
+    const char *end = best + best_len, *p = best;
+    const char *tok[3];
+    for (int k = 0; k < 3 && p < end; k++) {
+        tok[k] = p;
+        while (p < end && *p != ' ')
+            p++;
+        while (p < end && *p == ' ')
+            p++;
+    }
+    if (p < end && tok[0][0] >= '0' && tok[0][0] <= '9' &&
+        (!strncmp(tok[1], "ERR ", 4) || !strncmp(tok[1], "WARN ", 5) ||
+         !strncmp(tok[1], "INFO ", 5) || !strncmp(tok[1], "DEBUG ", 6))) {
+        best_len = (size_t)(end - p);
+        best = p;
+    }
+    /* Peer text: control bytes become '?', and the line is cut at 300 bytes. */
+    size_t n = best_len < size - 1 ? best_len : size - 1;
+    if (n > 300)
+        n = 300;
+    for (size_t k = 0; k < n; k++)
+        out[k] = (unsigned char)best[k] < 0x20 || best[k] == 0x7f ? '?' : best[k];
+    out[n] = '\0';
 }
 
 /* Compose the failure reason from the log and the VMM's exit status. */
