@@ -43,6 +43,12 @@ function(capsem_add_kvm_test name)
                        SKIP_RETURN_CODE 77 ENVIRONMENT "${CAPSEM_KVM_ENV}")
 endfunction()
 
+if(CAPSEM_BED_PYTHON)
+  # The bed's exec server on the host: protocol, statuses, bad requests.
+  add_test(NAME unit.kvm_bed.server COMMAND ${CAPSEM_BED_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/test_server.py)
+  set_tests_properties(unit.kvm_bed.server PROPERTIES LABELS unit TIMEOUT 120)
+endif()
+
 if(TARGET capsem-kvm-probe AND CAPSEM_BED_PYTHON)
   # Cold: fetch and prepare the bed's kernel and initramfs, then boot it.
   add_test(NAME kvm.bed.start

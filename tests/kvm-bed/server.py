@@ -191,6 +191,29 @@ def exit_code(status):
     return os.WEXITSTATUS(status)
 
 
+def feed_stdin(pending, stdin_w):
+    """Consume whole client frames from `pending` (a bytearray): b"i" data
+    goes to the command's stdin, b"c" closes it. Returns the stdin fd, -1
+    once closed. A stdin the command stopped reading is closed, not fatal."""
+    while len(pending) >= 5:
+        kind = bytes(pending[:1])
+        (n,) = struct.unpack(">I", pending[1:5])
+        if len(pending) < 5 + n:
+            break
+        data = bytes(pending[5 : 5 + n])
+        del pending[: 5 + n]
+        if kind == b"i" and stdin_w >= 0:
+            try:
+                os.write(stdin_w, data)
+            except BrokenPipeError:
+                os.close(stdin_w)
+                stdin_w = -1
+        elif kind == b"c" and stdin_w >= 0:
+            os.close(stdin_w)
+            stdin_w = -1
+    return stdin_w
+
+
 def handle_exec(sock, req, pending):
     argv = req.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
@@ -220,6 +243,8 @@ def handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w):
         return
     fds = {out_r: b"o", err_r: b"e"}
     last_sent = time.monotonic()
+    # Frames that came in with the request header.
+    stdin_w = feed_stdin(pending, stdin_w)
     status = None
     exited_at = None
     try:
@@ -256,22 +281,7 @@ def handle_spawned(sock, argv, cwd, env, pending, wake_r, wake_w):
                             pass
                         return
                     pending.extend(chunk)
-                    while len(pending) >= 5:
-                        kind = bytes(pending[:1])
-                        (n,) = struct.unpack(">I", pending[1:5])
-                        if len(pending) < 5 + n:
-                            break
-                        data = bytes(pending[5 : 5 + n])
-                        del pending[: 5 + n]
-                        if kind == b"i" and stdin_w >= 0:
-                            try:
-                                os.write(stdin_w, data)
-                            except BrokenPipeError:
-                                os.close(stdin_w)
-                                stdin_w = -1
-                        elif kind == b"c" and stdin_w >= 0:
-                            os.close(stdin_w)
-                            stdin_w = -1
+                    stdin_w = feed_stdin(pending, stdin_w)
                     continue
                 data = os.read(fd, 65536)
                 if not data:
@@ -345,6 +355,18 @@ def poweroff():
     os._exit(0)
 
 
+def linger_close(sock):
+    """Close after the client has read everything: closing with unread input
+    would send a reset that can overtake our last frames."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(5.0)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+
+
 def handle(sock):
     with sock:
         try:
@@ -368,6 +390,7 @@ def handle(sock):
                 sock.sendall(b"ERR unknown op\n")
         except (ValueError, OSError) as e:
             log("request failed: %s" % e)
+        linger_close(sock)
 
 
 def main():
