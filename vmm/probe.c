@@ -4,7 +4,9 @@
  * every KVM_RUN is one timed countdown ending in a HLT exit. Runs grow
  * geometrically until one lasts long enough to time well, or until the next
  * one is predicted to overrun the budget, so the probe stays well under a
- * second even where each guest instruction is trapped and emulated.
+ * second even where each guest instruction is trapped and emulated; the
+ * final size is repeated and the fastest run counts, so a busy machine
+ * (preempted vCPU threads) does not look like a slow KVM.
  *
  * Figures behind the threshold (10M-iteration reference, measured with this
  * code): hardware KVM a few ms; inside the QEMU TCG test bed ~20x that; the
@@ -30,7 +32,9 @@
 #define TSS_ADDR 0xfffbd000u
 /* Total guest run time the probe allows itself, and the run length it aims for. */
 #define BUDGET_NS 250000000.0
-#define TARGET_NS 20000000.0
+#define TARGET_NS 10000000.0
+/* Timed repeats at the final size: the fastest counts (others were preempted). */
+#define REPEATS 5
 #define FIRST_ITERS 64u
 #define MAX_ITERS 0x7fffffffu
 
@@ -215,6 +219,22 @@ int vmm_kvm_probe_path(const char *dev, struct vmm_kvm_probe_result *r)
             break;
         iters = (uint32_t)next;
     }
+    /*
+     * Wall time includes any moment the vCPU thread (or, in an emulator,
+     * the emulated CPU) was not running: repeat the final run and keep the
+     * fastest, within the budget.
+     */
+    double best = per_iter;
+    for (int i = 1; i < REPEATS && total + overhead + per_iter * (double)iters <= BUDGET_NS; i++) {
+        if (run_once(vcpu, run, iters, &ns, &res) != 0)
+            goto out;
+        total += ns;
+        res.iterations += iters;
+        per_iter = (ns > overhead ? ns - overhead : ns) / (double)iters;
+        if (per_iter < best)
+            best = per_iter;
+    }
+    per_iter = best;
     res.elapsed_ms = total / 1e6;
     res.ns_per_iter = per_iter;
     res.ref_ms = per_iter * (double)VMM_KVM_PROBE_REF_ITERS / 1e6;
