@@ -39,8 +39,8 @@ struct vmm_kvm_probe_result {
  * reached, "unavailable" included; -EINVAL when r is NULL, -ENOMEM when the
  * probe's own memory cannot be mapped (r is then left untouched). Takes well under
  * a second in every case: the loop grows geometrically and stops before the
- * predicted next run would pass the time budget. Not thread-safe with other
- * users of the calling thread's signal state (it uses none).
+ * predicted next run would pass the time budget. Thread-safe: it uses no
+ * signals and no global state.
  */
 __attribute__((warn_unused_result)) int vmm_kvm_probe(struct vmm_kvm_probe_result *r);
 
