@@ -9,6 +9,9 @@
 #include "serial.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -45,6 +48,7 @@ struct vmm_serial {
     uint64_t log_max;
     uint64_t log_len; /* bytes in the log file since it was (re)started */
     bool to_stdout;
+    atomic_bool stopping; /* read without the lock by write_all() */
     vmm_serial_irq_fn irq;
     void *opaque;
     uint8_t out[OUT_BUF];
@@ -63,6 +67,7 @@ int vmm_serial_create(struct vmm_serial **out, int log_fd, uint64_t log_max, boo
     pthread_mutex_init(&s->lock, NULL);
     s->log_fd = log_fd;
     s->log_max = log_max;
+    atomic_init(&s->stopping, false);
     s->to_stdout = to_stdout;
     s->irq = irq;
     s->opaque = opaque;
@@ -72,12 +77,21 @@ int vmm_serial_create(struct vmm_serial **out, int log_fd, uint64_t log_max, boo
     return 0;
 }
 
-static void write_all(int fd, const uint8_t *p, size_t len)
+static void write_all(struct vmm_serial *s, int fd, const uint8_t *p, size_t len)
 {
     while (len) {
-        ssize_t n = write(fd, p, len);
+        size_t chunk = len;
+        if (atomic_load(&s->stopping)) {
+            /* Never block teardown on a reader that went away: wait briefly, then drop. */
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            if (poll(&pfd, 1, 100) <= 0 || !(pfd.revents & POLLOUT))
+                return;
+            if (chunk > PIPE_BUF)
+                chunk = PIPE_BUF; /* fits in a pipe that polls writable */
+        }
+        ssize_t n = write(fd, p, chunk);
         if (n < 0 && errno == EINTR)
-            continue;
+            continue; /* a kick: the next round sees `stopping` */
         if (n <= 0)
             return; /* a full disk or closed stdout must not stop the guest */
         p += n;
@@ -96,14 +110,14 @@ static void flush_locked(struct vmm_serial *s)
             static const char marker[] = "[capsem-vmm: serial log reached its size limit and "
                                          "was restarted]\n";
             s->log_len = 0;
-            write_all(s->log_fd, (const uint8_t *)marker, sizeof(marker) - 1);
+            write_all(s, s->log_fd, (const uint8_t *)marker, sizeof(marker) - 1);
             s->log_len += sizeof(marker) - 1;
         }
-        write_all(s->log_fd, s->out, s->out_len);
+        write_all(s, s->log_fd, s->out, s->out_len);
         s->log_len += s->out_len;
     }
     if (s->to_stdout)
-        write_all(STDOUT_FILENO, s->out, s->out_len);
+        write_all(s, STDOUT_FILENO, s->out, s->out_len);
     s->out_len = 0;
 }
 
@@ -112,6 +126,11 @@ void vmm_serial_flush(struct vmm_serial *s)
     pthread_mutex_lock(&s->lock);
     flush_locked(s);
     pthread_mutex_unlock(&s->lock);
+}
+
+void vmm_serial_stop(struct vmm_serial *s)
+{
+    atomic_store(&s->stopping, true);
 }
 
 void vmm_serial_destroy(struct vmm_serial *s)

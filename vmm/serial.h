@@ -41,4 +41,11 @@ void vmm_serial_io(struct vmm_serial *s, uint16_t offset, uint8_t *data, bool is
 /* Write out buffered output. Thread-safe. */
 void vmm_serial_flush(struct vmm_serial *s);
 
+/*
+ * The VM is stopping: from now on output that cannot be written within
+ * 100 ms (stdout is a pipe nobody drains) is dropped, and a write blocked on
+ * a vCPU thread gives up when that thread is kicked. Any thread.
+ */
+void vmm_serial_stop(struct vmm_serial *s);
+
 #endif

@@ -409,6 +409,8 @@ out:
 
 static void stop_vcpus(struct vmm_vm *vm)
 {
+    if (vm->serial)
+        vmm_serial_stop(vm->serial);
     pthread_mutex_lock(&vm->env.gate_lock);
     atomic_store(&vm->env.stop, true);
     pthread_cond_broadcast(&vm->env.gate_cond);

@@ -3,9 +3,9 @@
  * driver uses (divisor latch, IER, IIR with the THRE interrupt and its
  * clearing, LSR always ready, MSR loopback, scratch), transmitted bytes
  * reaching the log fd (which a flood restarts instead of growing past its
- * cap), the i8042 commands of Linux's probe and the 0xFE
- * reset, CMOS reading zeros, and unknown ports: reads see all ones, writes
- * are dropped, nothing fails.
+ * cap), teardown never blocking on a stdout pipe nobody drains, the i8042 commands of Linux's probe
+ * and the 0xFE reset, CMOS reading zeros, and unknown ports: reads see all ones, writes are
+ * dropped, nothing fails.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,7 +15,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -258,6 +261,84 @@ static void test_vmm_serial_io_log_cap(void **state)
     unlink(path);
 }
 
+/* A pipe whose buffer is full and that nobody reads. Returns the write end. */
+static int full_pipe(int *rd)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int fl = fcntl(fds[1], F_GETFL);
+    fcntl(fds[1], F_SETFL, fl | O_NONBLOCK);
+    char junk[4096];
+    memset(junk, 'j', sizeof(junk));
+    while (write(fds[1], junk, sizeof(junk)) > 0) {
+    }
+    fcntl(fds[1], F_SETFL, fl);
+    *rd = fds[0];
+    return fds[1];
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void test_vmm_serial_stop_full_pipe(void **state)
+{
+    (void)state;
+    int rd;
+    int wr = full_pipe(&rd);
+    struct vmm_serial *s = NULL;
+    assert_int_equal(vmm_serial_create(&s, wr, VMM_SERIAL_LOG_MAX, false, NULL, NULL), 0);
+    vmm_serial_stop(s);
+    double t0 = now_s();
+    const char *msg = "late output\n";
+    for (const char *c = msg; *c; c++) {
+        uint8_t b = (uint8_t)*c;
+        vmm_serial_io(s, 0, &b, true); /* the newline flushes into the full pipe */
+    }
+    vmm_serial_destroy(s);
+    assert_true(now_s() - t0 < 2.0); /* dropped after a short wait, not blocked */
+    close(rd);
+}
+
+static void on_kick(int sig)
+{
+    (void)sig;
+}
+
+static void *blocked_writer(void *arg)
+{
+    struct vmm_serial *s = arg;
+    uint8_t b = '\n';
+    vmm_serial_io(s, 0, &b, true); /* blocks: the pipe is full */
+    return NULL;
+}
+
+static void test_vmm_serial_stop_unblocks_writer(void **state)
+{
+    (void)state;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_kick; /* no SA_RESTART: the write returns EINTR */
+    assert_int_equal(sigaction(SIGUSR2, &sa, NULL), 0);
+    int rd;
+    int wr = full_pipe(&rd);
+    struct vmm_serial *s = NULL;
+    assert_int_equal(vmm_serial_create(&s, wr, VMM_SERIAL_LOG_MAX, false, NULL, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, blocked_writer, s), 0);
+    usleep(100000);
+    double t0 = now_s();
+    vmm_serial_stop(s);
+    pthread_kill(t, SIGUSR2);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(now_s() - t0 < 2.0);
+    vmm_serial_destroy(s);
+    close(rd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +346,8 @@ int main(void)
         cmocka_unit_test(test_vmm_serial_io_thre_interrupt),
         cmocka_unit_test(test_vmm_serial_io_registers),
         cmocka_unit_test(test_vmm_serial_io_log_cap),
+        cmocka_unit_test(test_vmm_serial_stop_full_pipe),
+        cmocka_unit_test(test_vmm_serial_stop_unblocks_writer),
         cmocka_unit_test(test_vmm_pio_dispatch_i8042),
         cmocka_unit_test(test_vmm_pio_dispatch_other_ports),
     };
