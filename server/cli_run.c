@@ -12,7 +12,9 @@
 #include "vm_runner.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -268,18 +270,37 @@ struct run {
 
 static void stdin_watch(struct run *r, bool on);
 
-static void write_all(int fd, const uint8_t *p, size_t len, bool *broken)
+static bool handle_signal(struct run *r, int sig, bool in_runner_callback);
+
+/*
+ * Write all of p[0..len) to fd. A pipe or socket stdout is non-blocking
+ * (see cli_run_main), so a stalled reader cannot keep signals from being
+ * handled: while waiting for room the signalfd is watched too, and a
+ * terminating signal abandons the rest of the output.
+ */
+static void write_all(struct run *r, int fd, const uint8_t *p, size_t len, bool *broken)
 {
-    while (len && !*broken) {
+    while (len && !*broken && !r->finished) {
         ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
+        if (n >= 0) {
+            p += n;
+            len -= (size_t)n;
+            continue;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN) {
             *broken = true;
             return;
         }
-        p += n;
-        len -= (size_t)n;
+        struct pollfd pf[2] = {{.fd = fd, .events = POLLOUT}, {.fd = r->sig_fd, .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0 && errno != EINTR) {
+            *broken = true;
+            return;
+        }
+        struct signalfd_siginfo si;
+        if ((pf[1].revents & POLLIN) && read(r->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+            handle_signal(r, (int)si.ssi_signo, true);
     }
 }
 
@@ -325,13 +346,13 @@ static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, s
         return;
     if (stream == 1) {
         bool was = r->stdout_broken;
-        write_all(STDOUT_FILENO, p, len, &r->stdout_broken);
+        write_all(r, STDOUT_FILENO, p, len, &r->stdout_broken);
         /* Like a local pipeline: a closed stdout ends the writer with SIGPIPE. */
         if (!was && r->stdout_broken && vm_runner_signal(r->runner, r->exec_id, SIGPIPE))
             LOG_WARN("event=sigpipe_forward_failed");
     } else {
         bool ignored = false;
-        write_all(STDERR_FILENO, p, len, &ignored);
+        write_all(r, STDERR_FILENO, p, len, &ignored);
     }
 }
 
@@ -453,6 +474,27 @@ static void stdin_watch(struct run *r, bool on)
     r->stdin_watched = true;
 }
 
+/*
+ * React to a signal; returns true when the run is ending. Inside a runner
+ * callback the runner must not be destroyed, so the loop is only stopped
+ * and cli_run_main's exit path destroys it.
+ */
+static bool handle_signal(struct run *r, int sig, bool in_runner_callback)
+{
+    if (sig == SIGINT && r->exec_started && !r->interrupted && !r->have_status) {
+        /* First Ctrl-C goes to the command, as ssh does; a second one ends everything. */
+        r->interrupted = true;
+        if (vm_runner_signal(r->runner, r->exec_id, SIGINT) == 0)
+            return false;
+    }
+    if (!in_runner_callback) {
+        vm_runner_destroy(r->runner);
+        r->runner = NULL;
+    }
+    end_run(r, 128 + sig);
+    return true;
+}
+
 static void on_signal(void *opaque, uint32_t events)
 {
     (void)events;
@@ -460,16 +502,7 @@ static void on_signal(void *opaque, uint32_t events)
     struct signalfd_siginfo si;
     if (read(r->sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return;
-    int sig = (int)si.ssi_signo;
-    if (sig == SIGINT && r->exec_started && !r->interrupted && !r->have_status) {
-        /* First Ctrl-C goes to the command, as ssh does; a second one ends everything. */
-        r->interrupted = true;
-        if (vm_runner_signal(r->runner, r->exec_id, SIGINT) == 0)
-            return;
-    }
-    vm_runner_destroy(r->runner);
-    r->runner = NULL;
-    end_run(r, 128 + sig);
+    handle_signal(r, (int)si.ssi_signo, false);
 }
 
 static void on_timeout(void *opaque, uint32_t events)
@@ -480,6 +513,23 @@ static void on_timeout(void *opaque, uint32_t events)
     r->runner = NULL;
     fprintf(stderr, "capsem: timed out after %u s\n", r->opts->timeout_s);
     end_run(r, CAPSEM_EXIT_TIMEOUT);
+}
+
+/*
+ * Make fd non-blocking when it is a pipe or a socket (where a stalled reader
+ * could block us forever); *saved gets the flags to restore, or -1.
+ */
+static void nonblock_if_pipe(int fd, int *saved)
+{
+    struct stat st;
+    *saved = -1;
+    if (fstat(fd, &st) < 0 || !(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+        return;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_NONBLOCK))
+        return;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0)
+        *saved = fl;
 }
 
 /* Directory of this executable, for finding capsem-vmm next to it. */
@@ -524,6 +574,7 @@ int cli_run_main(int argc, char **argv)
     sigset_t mask, old;
     bool masked = false;
     int code = CAPSEM_EXIT_FAILED;
+    int saved_out = -1, saved_err = -1;
 
     if (cli_run_parse(argc, argv, &o, err, sizeof(err))) {
         print_usage_error(err);
@@ -585,6 +636,8 @@ int cli_run_main(int argc, char **argv)
     if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
         masked = true;
     signal(SIGPIPE, SIG_IGN);
+    nonblock_if_pipe(STDOUT_FILENO, &saved_out);
+    nonblock_if_pipe(STDERR_FILENO, &saved_err);
     if (server_loop_create(&r.loop)) {
         fprintf(stderr, "capsem: cannot create the event loop\n");
         goto out;
@@ -639,6 +692,10 @@ out:
     if (r.sig_fd >= 0)
         close(r.sig_fd);
     server_loop_destroy(r.loop);
+    if (saved_out >= 0)
+        fcntl(STDOUT_FILENO, F_SETFL, saved_out);
+    if (saved_err >= 0)
+        fcntl(STDERR_FILENO, F_SETFL, saved_err);
     if (masked)
         sigprocmask(SIG_SETMASK, &old, NULL);
     cli_run_opts_fini(&o);

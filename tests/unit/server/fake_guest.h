@@ -137,7 +137,8 @@ static inline bool fg_expect(int fd, const char *type, struct fg_frame *f)
  * A fake capsem-vmm for tests that spawn one: reads the config the runner
  * wrote and, as FAKE_VMM_MODE says, plays the agent on <uds>_5000 ("ok":
  * output and exit 7; "echo": stdin back on stdout, exit 42; "hang": runs
- * until signalled, then exits 50 + signal; "lost": drops the connection and exits 3), prints an
+ * until signalled, then exits 50 + signal; "lost": drops the connection and exits 3; "flood": 8 MiB
+ * of output, then exit 7), prints an
  * error and exits 1 ("exit1"), prints a kernel panic ("panic") or never
  * connects ("silent").
  */
@@ -206,8 +207,16 @@ static inline int fake_agent(const char *uds)
         close(fd);
         return 0;
     }
-    if (strcmp(mode, "echo"))
+    if (!strcmp(mode, "flood")) {
+        /* 8 MiB of output: far more than a pipe holds. */
+        static uint8_t chunk[65536];
+        memset(chunk, 'x', sizeof(chunk));
+        for (int i = 0; i < 128; i++)
+            if (!fg_send_data(fd, id, 1, chunk, sizeof(chunk)))
+                return 0;
+    } else if (strcmp(mode, "echo")) {
         fg_send_data(fd, id, 1, "hello from fake\n", 16);
+    }
     fg_send_data(fd, id, 1, NULL, 0);
     fg_send_data(fd, id, 2, NULL, 0);
     char msg[96];
@@ -230,7 +239,7 @@ static inline int fake_vmm_main(const char *config)
     if (!uds || !mode)
         return 2;
     if (!strcmp(mode, "ok") || !strcmp(mode, "lost") || !strcmp(mode, "echo") ||
-        !strcmp(mode, "hang"))
+        !strcmp(mode, "hang") || !strcmp(mode, "flood"))
         return fake_agent(uds);
     if (!strcmp(mode, "exit1")) {
         fprintf(stderr, "2026-01-01T00:00:00.000Z ERR capsem-vmm event=kvm_create_vm err=-13\n");

@@ -345,6 +345,46 @@ static void test_cli_run_main_sigterm_tears_down(void **state)
     assert_int_equal(count_run_dirs(), 0);
 }
 
+static void test_cli_run_main_sigterm_while_stdout_stalled(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    /* Nobody reads capsem's stdout: it must still obey SIGTERM and clean up. */
+    char *argv[] = {"run", "--kernel", self_exe, "--initrd", self_exe, "--", "yes"};
+    int pout[2];
+    assert_int_equal(pipe(pout), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(pout[1], 1);
+        dup2(devnull, 2);
+        close(pout[0]);
+        setenv("FAKE_VMM_MODE", "flood", 1);
+        setenv("CAPSEM_VMM", self_exe, 1);
+        setenv("CAPSEM_HOME", home, 1);
+        _exit(cli_run_main(ARGC(argv), argv));
+    }
+    close(pout[1]);
+    usleep(1500 * 1000);
+    kill(pid, SIGTERM);
+    int st = 0;
+    time_t deadline = time(NULL) + 10;
+    while (waitpid(pid, &st, WNOHANG) == 0 && time(NULL) < deadline)
+        usleep(20 * 1000);
+    if (time(NULL) >= deadline) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+        fail_msg("capsem ignored SIGTERM while its stdout was stalled");
+    }
+    close(pout[0]);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 128 + SIGTERM);
+    assert_int_equal(count_run_dirs(), 0);
+}
+
 static void test_cli_run_main_timeout_exit_124(void **state)
 {
     (void)state;
@@ -417,6 +457,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cli_run_main_streams_stdin_and_status),
         cmocka_unit_test(test_cli_run_main_first_sigint_goes_to_the_command),
         cmocka_unit_test(test_cli_run_main_sigterm_tears_down),
+        cmocka_unit_test(test_cli_run_main_sigterm_while_stdout_stalled),
         cmocka_unit_test(test_cli_run_main_timeout_exit_124),
         cmocka_unit_test(test_cli_run_main_vmm_failure_exit_125),
         cmocka_unit_test(test_cli_run_main_missing_assets_exit_125),
