@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "frame.h"
 #include "log.h"
+#include "tframe.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -50,8 +52,13 @@
 #define SHUTDOWN_FLUSH_MS 5000
 /* Longest host name accepted from the host (HOST_NAME_MAX on Linux). */
 #define HOSTNAME_MAX 64
+/* Stop reading a PTY master while this much waits for its terminal connection. */
+#define PTY_OUT_HIGH (256u * 1024u)
+/* Incoming buffer of a terminal connection: the largest frame plus one read. */
+#define TERM_IN_CAP (TFRAME_HDR_LEN + TFRAME_MAX_PAYLOAD + 64u * 1024u)
 
-enum watch_kind { W_SOCK, W_STDOUT, W_STDERR, W_STDIN, W_PIDFD };
+/* For a `pty` exec, W_STDOUT is the PTY master and W_STDIN a duplicate of it. */
+enum watch_kind { W_SOCK, W_STDOUT, W_STDERR, W_STDIN, W_PIDFD, W_TERM };
 
 /* One fd in the epoll set; `events` is the registered mask, 0 = not registered. */
 struct watch {
@@ -79,6 +86,12 @@ struct exec {
     bool stdin_eof;  /* the host sent the empty stdin frame */
     bool reaped;
     int status; /* wait status, valid once reaped; -1 = lost */
+    /* `pty` execs only (schemas/vsock-terminal.md): */
+    bool pty;
+    int slave_fd;          /* held until the child is reaped, so the master cannot read EIO early */
+    struct watch term;     /* terminal connection (port 5001); fd -1 once closed */
+    struct queue term_out; /* master output (after the 8-byte header) not yet sent */
+    struct buf term_in;    /* partial frames from the terminal connection */
 };
 
 struct agent {
@@ -272,7 +285,12 @@ static void exec_free(struct agent *a, struct exec *e)
     watch_close(a, &e->out[0]);
     watch_close(a, &e->out[1]);
     watch_close(a, &e->pidw);
+    watch_close(a, &e->term);
+    if (e->slave_fd >= 0)
+        close(e->slave_fd);
     buf_fini(&e->stdin_q.b);
+    buf_fini(&e->term_out.b);
+    buf_fini(&e->term_in);
     free(e);
 }
 
@@ -287,7 +305,7 @@ static int start_error_code(int err)
  * error. The text does not repeat the program name (the host prints it first,
  * shell style: "capsem: prog: command not found").
  */
-static int send_start_failure(struct agent *a, uint32_t id, int err, const char *dir)
+static int send_start_failure(struct agent *a, uint32_t id, int err, const char *dir, bool streams)
 {
     char safe[80];
     char text[256];
@@ -301,8 +319,8 @@ static int send_start_failure(struct agent *a, uint32_t id, int err, const char 
         snprintf(text, sizeof(text), "%s", strerror(err));
     }
     q_make_room(&a->out, 2 * (FRAME_HDR_LEN + FRAME_DATA_HDR_LEN));
-    int rc = frame_put_data(&a->out.b, id, FRAME_STDOUT, NULL, 0);
-    if (!rc)
+    int rc = streams ? frame_put_data(&a->out.b, id, FRAME_STDOUT, NULL, 0) : 0;
+    if (!rc && streams)
         rc = frame_put_data(&a->out.b, id, FRAME_STDERR, NULL, 0);
     if (!rc)
         rc = send_json(a, json_pack("{s:s,s:I,s:i,s:s}", "type", "exit", "id", (json_int_t)id,
@@ -484,6 +502,100 @@ out:
     return rc;
 }
 
+/*
+ * Start `argv` for `pty` exec `e` on a new PTY of cols x rows: the child
+ * starts a new session and opens the slave by name without O_NOCTTY, which
+ * makes it its controlling terminal, as stdin, stdout and stderr. The
+ * master (non-blocking) becomes e->out[0] (reads) and e->in (writes, a
+ * duplicate, so each has its own epoll registration). 0 or -errno.
+ */
+static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *const *envp,
+                     const char *cwd, uint16_t cols, uint16_t rows)
+{
+    int master = -1, slave = -1, wr = -1;
+    char name[128];
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    bool fa_ok = false, at_ok = false;
+    sigset_t none, all;
+    int rc;
+
+    master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = -ptsname_r(master, name, sizeof(name));
+    if (rc)
+        goto out;
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (ioctl(master, TIOCSWINSZ, &ws) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    wr = slave < 0 ? -1 : fcntl(master, F_DUPFD_CLOEXEC, 0);
+    if (slave < 0 || wr < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = -posix_spawn_file_actions_init(&fa);
+    if (rc)
+        goto out;
+    fa_ok = true;
+    rc = -posix_spawnattr_init(&at);
+    if (rc)
+        goto out;
+    at_ok = true;
+    rc = -posix_spawn_file_actions_addopen(&fa, 0, name, O_RDWR, 0);
+    if (!rc)
+        rc = -posix_spawn_file_actions_adddup2(&fa, 0, 1);
+    if (!rc)
+        rc = -posix_spawn_file_actions_adddup2(&fa, 0, 2);
+    if (!rc)
+        rc = -posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (!rc)
+        rc = -posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                                POSIX_SPAWN_SETSIGDEF);
+    if (!rc)
+        rc = -posix_spawnattr_setsigmask(&at, &none);
+    if (!rc)
+        rc = -posix_spawnattr_setsigdefault(&at, &all);
+    if (rc)
+        goto out;
+    pid_t pid;
+    rc = -posix_spawn(&pid, path, &fa, &at, argv, envp);
+    if (rc)
+        goto out;
+    int pfd = pidfd_open(pid, 0);
+    if (pfd < 0) {
+        rc = -errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        goto out;
+    }
+    e->pid = pid;
+    e->pidw.fd = pfd;
+    e->out[0].fd = master;
+    e->in.fd = wr;
+    e->slave_fd = slave;
+    master = wr = slave = -1;
+out:
+    if (fa_ok)
+        posix_spawn_file_actions_destroy(&fa);
+    if (at_ok)
+        posix_spawnattr_destroy(&at);
+    if (master >= 0)
+        close(master);
+    if (slave >= 0)
+        close(slave);
+    if (wr >= 0)
+        close(wr);
+    return rc;
+}
+
 /* Read a JSON "id" as u32. */
 static bool get_id(json_t *m, uint32_t *id)
 {
@@ -497,7 +609,40 @@ static bool get_id(json_t *m, uint32_t *id)
     return true;
 }
 
-static int handle_exec(struct agent *a, json_t *m)
+/* A `pty` cols/rows field: absent = `def`, else an integer 1..65535. */
+static bool get_size(json_t *m, const char *key, uint16_t def, uint16_t *out)
+{
+    json_t *v = json_object_get(m, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return true;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 65535)
+        return false;
+    *out = (uint16_t)json_integer_value(v);
+    return true;
+}
+
+/* Open the terminal connection of `pty` exec `e` and queue its 8-byte header. 0 or -errno. */
+static int term_open(struct agent *a, struct exec *e)
+{
+    int fd = a->opt.connect_terminal(a->opt.ctx, e->id);
+    if (fd < 0)
+        return fd;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    e->term.fd = fd;
+    uint8_t h[TFRAME_HELLO_LEN];
+    tframe_hello(h, e->id);
+    return buf_append(&e->term_out.b, h, sizeof(h));
+}
+
+/* Handle `exec` (pty false) or `pty` (pty true). */
+static int handle_exec(struct agent *a, json_t *m, bool pty)
 {
     uint32_t id;
     char **envp = NULL;
@@ -544,6 +689,14 @@ static int handle_exec(struct agent *a, json_t *m)
             return send_error(a, true, id, "exec stdin must be true or false");
         want_stdin = json_is_true(jstdin);
     }
+    uint16_t cols = 80, rows = 24;
+    if (pty) {
+        if (!a->opt.connect_terminal)
+            return send_error(a, true, id, "this agent has no terminal channel");
+        if (!get_size(m, "cols", 80, &cols) || !get_size(m, "rows", 24, &rows))
+            return send_error(a, true, id, "pty cols and rows must be integers from 1 to 65535");
+        want_stdin = false; /* input arrives on the terminal connection */
+    }
 
     rc = -ENOMEM;
     argv = calloc(argc + 1, sizeof(*argv));
@@ -559,19 +712,35 @@ static int handle_exec(struct agent *a, json_t *m)
     e->out[1] = (struct watch){.kind = W_STDERR, .fd = -1, .e = e};
     e->in = (struct watch){.kind = W_STDIN, .fd = -1, .e = e};
     e->pidw = (struct watch){.kind = W_PIDFD, .fd = -1, .e = e};
+    e->term = (struct watch){.kind = W_TERM, .fd = -1, .e = e};
+    e->pty = pty;
+    e->slave_fd = -1;
     buf_init(&e->stdin_q.b, STDIN_CAP);
+    buf_init(&e->term_out.b, OUT_CAP);
+    buf_init(&e->term_in, TERM_IN_CAP);
 
     struct stat st;
     int cwd_err = stat(cwd, &st) < 0 ? errno : (S_ISDIR(st.st_mode) ? 0 : ENOTDIR);
     if (cwd_err) {
-        rc = send_start_failure(a, id, cwd_err, cwd);
+        rc = send_start_failure(a, id, cwd_err, cwd, !pty);
         goto out;
     }
     int prc = resolve_path(argv[0], envp, path, sizeof(path));
-    if (!prc)
+    if (!prc && pty) {
+        int trc = term_open(a, e);
+        if (trc) {
+            LOG_WARN("event=terminal_connect id=%u err=\"%s\"", id, strerror(-trc));
+            rc = send_json(a, json_pack("{s:s,s:I,s:i,s:s}", "type", "exit", "id", (json_int_t)id,
+                                        "code", 126, "error",
+                                        "cannot open the terminal connection (vsock port 5001)"));
+            goto out;
+        }
+        prc = spawn_pty(e, path, (char *const *)argv, envp, cwd, cols, rows);
+    } else if (!prc) {
         prc = spawn_child(e, path, (char *const *)argv, envp, cwd);
+    }
     if (prc) {
-        rc = send_start_failure(a, id, -prc, NULL);
+        rc = send_start_failure(a, id, -prc, NULL, !pty);
         goto out;
     }
     e->next = a->execs;
@@ -669,7 +838,9 @@ static int handle_json(struct agent *a, const struct frame *f)
     if (!json_is_object(m) || !type)
         rc = send_error(a, false, 0, "message must be a JSON object with a string \"type\"");
     else if (strcmp(type, "exec") == 0)
-        rc = handle_exec(a, m);
+        rc = handle_exec(a, m, false);
+    else if (strcmp(type, "pty") == 0)
+        rc = handle_exec(a, m, true);
     else if (strcmp(type, "signal") == 0)
         rc = handle_signal(a, m);
     else if (strcmp(type, "ping") == 0)
@@ -689,6 +860,8 @@ static int handle_json(struct agent *a, const struct frame *f)
     return rc;
 }
 
+static int stdin_feed(struct agent *a, struct exec *e, const uint8_t *p, size_t len);
+
 static int handle_data(struct agent *a, const struct frame *f)
 {
     if (f->stream != FRAME_STDIN)
@@ -705,10 +878,16 @@ static int handle_data(struct agent *a, const struct frame *f)
         stdin_flush(a, e);
         return 0;
     }
+    if (stdin_feed(a, e, f->data.ptr, f->data.len))
+        return send_error(a, true, e->id, "stdin queue of exec %u is full", e->id);
+    return 0;
+}
+
+/* Give p[0..len) to the child's stdin (or PTY master). 0, or -ENOBUFS when the queue is full. */
+static int stdin_feed(struct agent *a, struct exec *e, const uint8_t *p, size_t len)
+{
     if (e->in.fd < 0)
         return 0; /* the child closed its stdin */
-    const uint8_t *p = f->data.ptr;
-    size_t len = f->data.len;
     /* Write straight through when nothing is queued: saves a copy and a wake-up. */
     while (len && !q_len(&e->stdin_q)) {
         ssize_t n = write(e->in.fd, p, len);
@@ -727,9 +906,8 @@ static int handle_data(struct agent *a, const struct frame *f)
     if (!len)
         return 0;
     q_make_room(&e->stdin_q, len);
-    int rc = buf_append(&e->stdin_q.b, p, len);
-    if (rc)
-        return send_error(a, true, e->id, "stdin queue of exec %u is full", e->id);
+    if (buf_append(&e->stdin_q.b, p, len))
+        return -ENOBUFS;
     a->stdin_total += len;
     return 0;
 }
@@ -799,6 +977,112 @@ static int read_pipe(struct agent *a, struct watch *w)
     return 0;
 }
 
+/* The PTY master is finished (EIO: no process holds the slave, or drained after reaping). */
+static void pty_master_done(struct agent *a, struct exec *e)
+{
+    watch_close(a, &e->out[0]);
+    stdin_close(a, e);
+}
+
+/* The terminal connection is gone (closed by the host, failed or broke the framing). */
+static void term_hangup(struct agent *a, struct exec *e)
+{
+    watch_close(a, &e->term);
+    q_clear(&e->term_out);
+    if (!e->reaped)
+        kill(-e->pid, SIGHUP);
+}
+
+/* Send queued master output; closes the connection once the master is done and all is sent. */
+static void term_flush(struct agent *a, struct exec *e)
+{
+    while (e->term.fd >= 0 && q_len(&e->term_out)) {
+        ssize_t n = send(e->term.fd, q_ptr(&e->term_out), q_len(&e->term_out), MSG_NOSIGNAL);
+        if (n > 0) {
+            q_drop(&e->term_out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        term_hangup(a, e);
+        return;
+    }
+    if (e->term.fd >= 0 && e->out[0].fd < 0)
+        watch_close(a, &e->term);
+}
+
+/* Move what the PTY master has into the terminal queue; after reaping, EAGAIN ends it too. */
+static int read_pty(struct agent *a, struct exec *e)
+{
+    while (e->out[0].fd >= 0 && q_len(&e->term_out) <= PTY_OUT_HIGH) {
+        ssize_t n = read(e->out[0].fd, a->scratch, READ_CHUNK);
+        if (n > 0) {
+            if (e->term.fd < 0)
+                continue; /* nobody listens any more: discard */
+            q_make_room(&e->term_out, (size_t)n);
+            int rc = buf_append(&e->term_out.b, a->scratch, (size_t)n);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN && !e->reaped)
+            break;
+        pty_master_done(a, e); /* EIO (slave closed by all), or drained after the child ended */
+    }
+    term_flush(a, e);
+    return 0;
+}
+
+/* Frames from the terminal connection: input bytes for the master, window sizes. */
+static void read_term(struct agent *a, struct exec *e)
+{
+    if (e->term.fd < 0)
+        return;
+    size_t room = e->term_in.cap - e->term_in.len;
+    if (room > 64u * 1024u)
+        room = 64u * 1024u;
+    if (buf_reserve(&e->term_in, room)) {
+        term_hangup(a, e);
+        return;
+    }
+    ssize_t n = read(e->term.fd, e->term_in.data + e->term_in.len, room);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        term_hangup(a, e);
+        return;
+    }
+    e->term_in.len += (size_t)n;
+    size_t off = 0;
+    for (;;) {
+        struct tframe f;
+        size_t used;
+        int r = tframe_parse(e->term_in.data + off, e->term_in.len - off, &f, &used);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            LOG_WARN("event=terminal_protocol_error id=%u err=\"%s\" action=hangup", e->id,
+                     strerror(-r));
+            term_hangup(a, e);
+            e->term_in.len = 0;
+            return;
+        }
+        off += used;
+        if (f.kind == TFRAME_RESIZE) {
+            struct winsize ws = {.ws_row = f.rows, .ws_col = f.cols};
+            if (e->in.fd >= 0 && ioctl(e->in.fd, TIOCSWINSZ, &ws) < 0)
+                LOG_WARN("event=terminal_resize id=%u err=\"%s\"", e->id, strerror(errno));
+        } else if (stdin_feed(a, e, f.data, f.len)) {
+            LOG_WARN("event=terminal_input_dropped id=%u bytes=%zu", e->id, f.len);
+        }
+    }
+    buf_consume(&e->term_in, off);
+}
+
 static void reap(struct agent *a, struct exec *e)
 {
     int st;
@@ -818,13 +1102,22 @@ static int finish_execs(struct agent *a)
     struct exec **pp = &a->execs;
     while (*pp) {
         struct exec *e = *pp;
-        if (!e->reaped || e->out[0].fd >= 0 || e->out[1].fd >= 0) {
+        if (e->pty && e->reaped && e->slave_fd >= 0) {
+            close(e->slave_fd); /* the master now reads EIO once nobody else holds the slave */
+            e->slave_fd = -1;
+        }
+        if (e->pty && e->reaped && e->out[0].fd >= 0 && q_len(&e->term_out) <= PTY_OUT_HIGH) {
+            int prc = read_pty(a, e); /* drain what the child left, then end the terminal */
+            if (prc)
+                return prc;
+        }
+        if (!e->reaped || e->out[0].fd >= 0 || e->out[1].fd >= 0 || e->term.fd >= 0) {
             pp = &e->next;
             continue;
         }
         q_make_room(&a->out, 2 * (FRAME_HDR_LEN + FRAME_DATA_HDR_LEN));
-        int rc = frame_put_data(&a->out.b, e->id, FRAME_STDOUT, NULL, 0);
-        if (!rc)
+        int rc = e->pty ? 0 : frame_put_data(&a->out.b, e->id, FRAME_STDOUT, NULL, 0);
+        if (!rc && !e->pty)
             rc = frame_put_data(&a->out.b, e->id, FRAME_STDERR, NULL, 0);
         json_t *m;
         if (e->status < 0)
@@ -875,7 +1168,16 @@ static int update_interests(struct agent *a)
     int rc = watch_set(a, &a->sock, (sock_read ? EPOLLIN : 0) | (outq ? EPOLLOUT : 0));
     bool pipes = !a->shutting_down && outq <= AGENT_OUT_HIGH;
     for (struct exec *e = a->execs; e && !rc; e = e->next) {
-        rc = watch_set(a, &e->out[0], pipes ? EPOLLIN : 0);
+        if (e->pty) {
+            bool master = !a->shutting_down && q_len(&e->term_out) <= PTY_OUT_HIGH;
+            bool term_in = !a->shutting_down && q_len(&e->stdin_q) <= AGENT_STDIN_HIGH;
+            rc = watch_set(a, &e->out[0], master ? EPOLLIN : 0);
+            if (!rc)
+                rc = watch_set(a, &e->term,
+                               (term_in ? EPOLLIN : 0) | (q_len(&e->term_out) ? EPOLLOUT : 0));
+        } else {
+            rc = watch_set(a, &e->out[0], pipes ? EPOLLIN : 0);
+        }
         if (!rc)
             rc = watch_set(a, &e->out[1], pipes ? EPOLLIN : 0);
         if (!rc)
@@ -970,7 +1272,13 @@ int agent_run(struct agent *a)
                 break;
             case W_STDOUT:
             case W_STDERR:
-                rc = read_pipe(a, w);
+                rc = w->e->pty ? read_pty(a, w->e) : read_pipe(a, w);
+                break;
+            case W_TERM:
+                if (ev[i].events & EPOLLOUT)
+                    term_flush(a, w->e);
+                if (ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                    read_term(a, w->e);
                 break;
             case W_STDIN:
                 stdin_flush(a, w->e);

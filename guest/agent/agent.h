@@ -30,6 +30,12 @@ struct agent_options {
     int (*set_clock)(void *ctx, int64_t time_ns);
     /* Set the host name to `name[0..len)` (validated, NUL-terminated). 0 or -errno. */
     int (*set_hostname)(void *ctx, const char *name, size_t len);
+    /*
+     * Open the terminal connection for `pty` request `id` (vsock port 5001,
+     * schemas/vsock-terminal.md): a connected stream socket (the agent
+     * sends the header and owns the fd) or -errno. NULL = `pty` refused.
+     */
+    int (*connect_terminal)(void *ctx, uint32_t id);
     void *ctx; /* passed to the callbacks */
 };
 

@@ -6,7 +6,9 @@
  *
  * For host-side tests of the whole control path without a VM,
  * CAPSEM_AGENT_UNIX=PATH makes it connect to that Unix socket instead; it
- * then leaves the clock and the host name alone (it is not in a guest).
+ * then leaves the clock and the host name alone (it is not in a guest), and
+ * when PATH ends in "_5000" it opens terminal connections (`pty`, port 5001)
+ * to the same PATH ending in "_5001".
  */
 #include "agent.h"
 
@@ -23,6 +25,7 @@
 #include <linux/vm_sockets.h>
 
 #define CONTROL_PORT 5000
+#define TERMINAL_PORT 5001
 /* The vsock device may come up a little after us: retry connecting this long. */
 #define CONNECT_TRIES 100
 #define CONNECT_DELAY_NS (50 * 1000 * 1000)
@@ -44,11 +47,11 @@ static int set_hostname(void *ctx, const char *name, size_t len)
     return sethostname(name, len) < 0 ? -errno : 0;
 }
 
-/* Connect to the host's control port; 0 and *out, or -errno after the retries. */
-static int connect_host(int *out)
+/* Connect to the host's vsock `port`; 0 and *out, or -errno after `tries` attempts. */
+static int connect_host(unsigned port, int tries, int *out)
 {
     int err = 0;
-    for (int i = 0; i < CONNECT_TRIES; i++) {
+    for (int i = 0; i < tries; i++) {
         int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
@@ -57,7 +60,7 @@ static int connect_host(int *out)
         (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_MAX_SIZE, &size, sizeof(size));
         (void)setsockopt(fd, AF_VSOCK, SO_VM_SOCKETS_BUFFER_SIZE, &size, sizeof(size));
         struct sockaddr_vm sa = {
-            .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = CONTROL_PORT};
+            .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_HOST, .svm_port = port};
         if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
             *out = fd;
             return 0;
@@ -88,6 +91,18 @@ static int connect_unix(const char *path, int *out)
     return 0;
 }
 
+/* Unix socket for terminal connections in the host-side test mode, or "". */
+static char term_unix[108];
+
+static int connect_terminal(void *ctx, uint32_t id)
+{
+    (void)ctx;
+    (void)id;
+    int fd = -1;
+    int rc = term_unix[0] ? connect_unix(term_unix, &fd) : connect_host(TERMINAL_PORT, 1, &fd);
+    return rc ? rc : fd;
+}
+
 int main(void)
 {
     struct agent *a = NULL;
@@ -96,15 +111,22 @@ int main(void)
 
     log_init("capsem-agent", LOG_WARN);
     const char *unix_path = getenv("CAPSEM_AGENT_UNIX");
-    struct agent_options opt = {.version = AGENT_VERSION};
+    struct agent_options opt = {.version = AGENT_VERSION, .connect_terminal = connect_terminal};
     if (unix_path) {
+        size_t ul = strlen(unix_path);
+        if (ul > 5 && ul < sizeof(term_unix) && strcmp(unix_path + ul - 5, "_5000") == 0) {
+            memcpy(term_unix, unix_path, ul - 1);
+            term_unix[ul - 1] = '1';
+        } else {
+            opt.connect_terminal = NULL; /* `pty` is answered with an error */
+        }
         rc = connect_unix(unix_path, &fd);
         if (rc) {
             LOG_ERR("event=connect path=%s err=\"%s\"", unix_path, strerror(-rc));
             goto out;
         }
     } else {
-        rc = connect_host(&fd);
+        rc = connect_host(CONTROL_PORT, CONNECT_TRIES, &fd);
         if (rc) {
             LOG_ERR("event=connect cid=2 port=%d err=\"%s\"", CONTROL_PORT, strerror(-rc));
             goto out;
