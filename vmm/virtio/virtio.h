@@ -72,4 +72,13 @@ __attribute__((warn_unused_result)) int virtio_rng_create(struct virtio_dev **ou
 __attribute__((warn_unused_result)) int
 virtio_vsock_create(struct virtio_dev **out, uint64_t guest_cid, const char *uds_path);
 
+/*
+ * virtio-fs (id 26) serving directory `dir` under mount tag `tag` (1..36
+ * bytes) with the confined FUSE server of fuse_server.h. When `events_path`
+ * is not NULL, file events are appended to it as JSON lines. Opens its
+ * files here, so call it before seccomp. Strings are copied.
+ */
+__attribute__((warn_unused_result)) int virtio_fs_create(struct virtio_dev **out, const char *dir,
+                                                         const char *tag, const char *events_path);
+
 #endif

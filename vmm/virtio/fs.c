@@ -1,0 +1,236 @@
+/*
+ * virtio-fs device (device id 26): queue 0 is the high-priority queue
+ * (FORGET, INTERRUPT), queue 1 the one request queue. Each chain's readable
+ * part is one FUSE request, its writable part takes the reply; the FUSE
+ * server (fuse_server.c) does the work on the shared directory. Requests are
+ * copied through two bounded buffers, so a chain larger than a request can
+ * be (VMM_FUSE_BUF_SIZE) gets an error reply. Work per notify is bounded by
+ * the queue size; more is resumed by a self-kick. File events go to a JSON
+ * lines file when one is configured.
+ */
+#include "virtio.h"
+
+#include "device.h"
+#include "fuse_server.h"
+#include "log.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <linux/fuse.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define VIRTIO_ID_FS 26u
+#define FS_QUEUE_SIZE 128u
+#define FS_NQUEUES 2u
+#define FS_TAG_LEN 36u
+
+struct fs_config {
+    uint8_t tag[FS_TAG_LEN];
+    uint32_t num_request_queues; /* little endian */
+} __attribute__((packed));
+
+struct fs_dev {
+    struct virtio_dev base;
+    struct vmm_fuse *fuse;
+    struct fs_config cfg;
+    int events_fd;
+    struct virtio_ratelimit rl;
+    uint8_t *in;
+    uint8_t *out;
+    struct vq_chain chain;
+};
+
+static uint16_t fs_queue_max(struct virtio_dev *d, unsigned q)
+{
+    (void)d;
+    (void)q;
+    return FS_QUEUE_SIZE;
+}
+
+static uint64_t fs_features(struct virtio_dev *d)
+{
+    (void)d;
+    return 0;
+}
+
+static void fs_config_read(struct virtio_dev *d, uint32_t off, uint8_t *data, uint32_t len)
+{
+    struct fs_dev *f = (struct fs_dev *)d;
+    memcpy(data, (const uint8_t *)&f->cfg + off, len);
+}
+
+static void fs_config_write(struct virtio_dev *d, uint32_t off, const uint8_t *data, uint32_t len)
+{
+    (void)d;
+    (void)off;
+    (void)data;
+    (void)len; /* read-only config */
+}
+
+/* Serve one popped chain; returns the bytes written into it. */
+static uint32_t serve(struct fs_dev *f)
+{
+    struct vq_chain *c = &f->chain;
+    size_t in_len = c->rd_len;
+    size_t reply;
+    if (in_len > VMM_FUSE_BUF_SIZE) {
+        /* Too large to be ours: answer the header's unique with EINVAL. */
+        struct fuse_in_header h;
+        if (vmm_vq_chain_read(c, 0, &h, sizeof(h)) != sizeof(h))
+            return 0;
+        struct fuse_out_header o = {.len = sizeof(o), .error = -EINVAL, .unique = h.unique};
+        if (virtio_log_allowed(&f->rl, 5))
+            LOG_WARN("msg=\"virtio-fs request too large\" len=%zu", in_len);
+        return (uint32_t)vmm_vq_chain_write(c, 0, &o, sizeof(o));
+    }
+    in_len = vmm_vq_chain_read(c, 0, f->in, in_len);
+    size_t out_cap = c->wr_len < VMM_FUSE_BUF_SIZE ? c->wr_len : VMM_FUSE_BUF_SIZE;
+    reply = vmm_fuse_handle(f->fuse, f->in, in_len, f->out, out_cap);
+    if (reply == 0)
+        return 0;
+    return (uint32_t)vmm_vq_chain_write(c, 0, f->out, reply);
+}
+
+static void fs_notify(struct virtio_dev *d, unsigned qi)
+{
+    struct fs_dev *f = (struct fs_dev *)d;
+    struct vq *q = &d->vqs[qi];
+    unsigned budget = q->size;
+
+    for (;;) {
+        int ret = vmm_vq_pop(q, &f->chain, VQ_POP_READ_BEFORE_WRITE);
+        uint32_t written = 0;
+
+        if (ret == 0) {
+            if (!vmm_vq_enable_notify(q))
+                break;
+            continue;
+        }
+        if (ret == -EPROTO) {
+            if (virtio_log_allowed(&f->rl, 5))
+                LOG_WARN("msg=\"virtio-fs queue corrupt\" err=\"%s\"", vmm_vq_err_str(q->err));
+            virtio_dev_needs_reset(d);
+            return;
+        }
+        if (ret == -EIO) {
+            if (virtio_log_allowed(&f->rl, 5))
+                LOG_WARN("msg=\"virtio-fs bad chain\" err=\"%s\"", vmm_vq_err_str(f->chain.err));
+        } else {
+            written = serve(f);
+        }
+        if (vmm_vq_push(q, f->chain.head, written) < 0)
+            break;
+        if (--budget == 0) {
+            virtio_dev_kick(d, qi);
+            break;
+        }
+    }
+    virtio_dev_interrupt_queue(d, qi);
+}
+
+static void fs_reset(struct virtio_dev *d)
+{
+    struct fs_dev *f = (struct fs_dev *)d;
+    vmm_fuse_reset(f->fuse);
+}
+
+static void fs_destroy(struct virtio_dev *d)
+{
+    struct fs_dev *f = (struct fs_dev *)d;
+    if (!f)
+        return;
+    vmm_fuse_destroy(f->fuse);
+    if (f->events_fd >= 0)
+        close(f->events_fd);
+    free(f->in);
+    free(f->out);
+    free(f);
+}
+
+static const struct virtio_dev_ops fs_ops = {
+    .name = "fs",
+    .device_id = VIRTIO_ID_FS,
+    .nqueues = FS_NQUEUES,
+    .queue_max = fs_queue_max,
+    .features = fs_features,
+    .config_len = sizeof(struct fs_config),
+    .config_read = fs_config_read,
+    .config_write = fs_config_write,
+    .notify = fs_notify,
+    .reset = fs_reset,
+    .destroy = fs_destroy,
+};
+
+/* The JSON-lines sink: one object per event, written with one write(2). */
+static void write_event(void *opaque, const struct vmm_fs_event *ev)
+{
+    struct fs_dev *f = opaque;
+    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", vmm_fs_event_kind_str(ev->kind),
+                          "path", ev->path, "size", (json_int_t)ev->size, "time_s",
+                          (json_int_t)ev->time.tv_sec, "time_ns", (int)ev->time.tv_nsec);
+    if (!o)
+        return;
+    if (ev->to)
+        json_object_set_new(o, "to", json_string(ev->to));
+    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!line)
+        return;
+    size_t len = strlen(line);
+    line[len] = '\n'; /* replaces the NUL; the length is explicit from here on */
+    ssize_t n = write(f->events_fd, line, len + 1);
+    if (n != (ssize_t)(len + 1) && virtio_log_allowed(&f->rl, 5))
+        LOG_WARN("msg=\"virtio-fs: cannot write file event\" errno=%d", n < 0 ? errno : 0);
+    free(line);
+}
+
+int virtio_fs_create(struct virtio_dev **out, const char *dir, const char *tag,
+                     const char *events_path)
+{
+    int ret = 0;
+    size_t tag_len = strlen(tag);
+    struct fs_dev *f = NULL;
+    if (tag_len == 0 || tag_len > FS_TAG_LEN)
+        return -EINVAL;
+    int root = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return -errno;
+    f = calloc(1, sizeof(*f));
+    if (!f) {
+        close(root);
+        return -ENOMEM;
+    }
+    f->events_fd = -1;
+    f->in = malloc(VMM_FUSE_BUF_SIZE);
+    f->out = malloc(VMM_FUSE_BUF_SIZE);
+    if (!f->in || !f->out) {
+        close(root);
+        ret = -ENOMEM;
+        goto out;
+    }
+    memcpy(f->cfg.tag, tag, tag_len);
+    f->cfg.num_request_queues = htole32(1);
+    if (events_path) {
+        f->events_fd = open(events_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (f->events_fd < 0) {
+            ret = -errno;
+            close(root);
+            goto out;
+        }
+    }
+    ret = vmm_fuse_create(&f->fuse, root, events_path ? write_event : NULL, f);
+    if (ret)
+        goto out;
+    f->base.ops = &fs_ops;
+out:
+    if (ret) {
+        fs_destroy(&f->base);
+        return ret;
+    }
+    *out = &f->base;
+    return 0;
+}
