@@ -47,7 +47,7 @@ static const char usage_text[] =
     "  -e, --env K=V        set an environment variable for CMD (repeatable)\n"
     "  --kernel FILE        guest kernel (default: vmlinux in the asset directory)\n"
     "  --initrd FILE        guest initramfs (default: initrd.img in the asset directory)\n"
-    "  --keep-logs          keep the run directory's vm.log and vmm.json\n"
+    "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
@@ -192,7 +192,7 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o, char *err, size
             o->help = true;
             continue;
         }
-        if (!strcmp(a, "--keep-logs")) {
+        if (!strcmp(a, "--keep-logs") || !strcmp(a, "--keep")) {
             o->keep_logs = true;
             continue;
         }
@@ -565,11 +565,49 @@ static void print_usage_error(const char *err)
             err);
 }
 
+int cli_run_paths(const struct cli_run_opts *o, struct cli_paths *p)
+{
+    char dir[4096];
+    const char *env_vmm = getenv("CAPSEM_VMM");
+    const char *assets = getenv("CAPSEM_ASSETS");
+    const char *home = getenv("CAPSEM_HOME");
+    const char *user_home = getenv("HOME");
+    if (!assets || !assets[0])
+        assets = CAPSEM_DEFAULT_ASSET_DIR;
+    if (!user_home || !user_home[0])
+        user_home = "/tmp";
+    bool ok = true;
+    if (env_vmm && env_vmm[0])
+        ok &= join_path(p->vmm, sizeof(p->vmm), env_vmm, "");
+    else if (self_dir(dir, sizeof(dir)) == 0)
+        ok &= join_path(p->vmm, sizeof(p->vmm), dir, "/capsem-vmm");
+    else
+        ok &= join_path(p->vmm, sizeof(p->vmm), "capsem-vmm", "");
+    if (o->kernel)
+        ok &= join_path(p->kernel, sizeof(p->kernel), o->kernel, "");
+    else
+        ok &= join_path(p->kernel, sizeof(p->kernel), assets, "/vmlinux");
+    if (o->initrd)
+        ok &= join_path(p->initrd, sizeof(p->initrd), o->initrd, "");
+    else
+        ok &= join_path(p->initrd, sizeof(p->initrd), assets, "/initrd.img");
+    if (home && home[0])
+        ok &= join_path(p->run_base, sizeof(p->run_base), home, "/run");
+    else
+        ok &= join_path(p->run_base, sizeof(p->run_base), user_home, "/.capsem/run");
+    if (!ok) {
+        fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel or "
+                        "--initrd) is too long\n");
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
 int cli_run_main(int argc, char **argv)
 {
     struct cli_run_opts o;
     char err[1024];
-    char vmm[4096], kernel[4096], initrd[4096], run_base[4096], dir[4096];
+    static struct cli_paths paths;
     struct run r = {.sig_fd = -1, .timeout_fd = -1, .stdin_fd = STDIN_FILENO, .always_fd = -1};
     sigset_t mask, old;
     bool masked = false;
@@ -590,38 +628,8 @@ int cli_run_main(int argc, char **argv)
     int level = lvl ? log_level_parse(lvl) : -1;
     log_init("capsem", level >= 0 ? (enum log_level)level : LOG_WARN);
 
-    const char *env_vmm = getenv("CAPSEM_VMM");
-    const char *assets = getenv("CAPSEM_ASSETS");
-    const char *home = getenv("CAPSEM_HOME");
-    const char *user_home = getenv("HOME");
-    if (!assets || !assets[0])
-        assets = CAPSEM_DEFAULT_ASSET_DIR;
-    if (!user_home || !user_home[0])
-        user_home = "/tmp";
-    bool ok = true;
-    if (env_vmm && env_vmm[0])
-        ok &= join_path(vmm, sizeof(vmm), env_vmm, "");
-    else if (self_dir(dir, sizeof(dir)) == 0)
-        ok &= join_path(vmm, sizeof(vmm), dir, "/capsem-vmm");
-    else
-        ok &= join_path(vmm, sizeof(vmm), "capsem-vmm", "");
-    if (o.kernel)
-        ok &= join_path(kernel, sizeof(kernel), o.kernel, "");
-    else
-        ok &= join_path(kernel, sizeof(kernel), assets, "/vmlinux");
-    if (o.initrd)
-        ok &= join_path(initrd, sizeof(initrd), o.initrd, "");
-    else
-        ok &= join_path(initrd, sizeof(initrd), assets, "/initrd.img");
-    if (home && home[0])
-        ok &= join_path(run_base, sizeof(run_base), home, "/run");
-    else
-        ok &= join_path(run_base, sizeof(run_base), user_home, "/.capsem/run");
-    if (!ok) {
-        fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel or "
-                        "--initrd) is too long\n");
+    if (cli_run_paths(&o, &paths))
         goto out;
-    }
 
     /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
     sigemptyset(&mask);
@@ -661,13 +669,13 @@ int cli_run_main(int argc, char **argv)
         goto out;
     }
     struct vm_runner_config cfg = {
-        .vmm_path = vmm,
-        .kernel = kernel,
-        .initrd = initrd,
+        .vmm_path = paths.vmm,
+        .kernel = paths.kernel,
+        .initrd = paths.initrd,
         .append = o.append,
         .mem_mib = o.mem_mib,
         .cpus = o.cpus,
-        .run_base = run_base,
+        .run_base = paths.run_base,
         .boot_timeout_ms = o.boot_timeout_s * 1000u,
         .keep_logs = o.keep_logs,
     };

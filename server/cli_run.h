@@ -46,6 +46,21 @@ __attribute__((warn_unused_result)) int cli_run_parse(int argc, char **argv, str
 /* Free what cli_run_parse() allocated. Accepts a zeroed struct. */
 void cli_run_opts_fini(struct cli_run_opts *o);
 
+/* Where a run finds its monitor, guest assets and run directories. */
+struct cli_paths {
+    char vmm[4096];
+    char kernel[4096];
+    char initrd[4096];
+    char run_base[4096];
+};
+
+/*
+ * Fill *p from the options and CAPSEM_VMM, CAPSEM_ASSETS, CAPSEM_HOME and
+ * HOME (see docs/cli.md). 0, or -ENAMETOOLONG with a message printed.
+ */
+__attribute__((warn_unused_result)) int cli_run_paths(const struct cli_run_opts *o,
+                                                      struct cli_paths *p);
+
 /* The usage text of `capsem run`. */
 const char *cli_run_usage(void);
 

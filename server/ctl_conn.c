@@ -453,8 +453,28 @@ static int strings_array(const char *const *v, size_t n, json_t **out)
     return 0;
 }
 
+/* Queue an `exec` (pty false) or `pty` request. */
+static int send_run(struct ctl_conn *c, const char *const *argv, size_t argc,
+                    const char *const *env, size_t envc, const char *cwd, bool with_stdin, bool pty,
+                    unsigned cols, unsigned rows, uint32_t *id);
+
 int ctl_conn_exec(struct ctl_conn *c, const char *const *argv, size_t argc, const char *const *env,
                   size_t envc, const char *cwd, bool with_stdin, uint32_t *id)
+{
+    return send_run(c, argv, argc, env, envc, cwd, with_stdin, false, 0, 0, id);
+}
+
+int ctl_conn_pty(struct ctl_conn *c, const char *const *argv, size_t argc, const char *const *env,
+                 size_t envc, const char *cwd, unsigned cols, unsigned rows, uint32_t *id)
+{
+    if (!cols || !rows || cols > 65535 || rows > 65535)
+        return -EINVAL;
+    return send_run(c, argv, argc, env, envc, cwd, false, true, cols, rows, id);
+}
+
+static int send_run(struct ctl_conn *c, const char *const *argv, size_t argc,
+                    const char *const *env, size_t envc, const char *cwd, bool with_stdin, bool pty,
+                    unsigned cols, unsigned rows, uint32_t *id)
 {
     int rc;
     json_t *msg = NULL, *jargv = NULL, *jenv = NULL;
@@ -468,8 +488,13 @@ int ctl_conn_exec(struct ctl_conn *c, const char *const *argv, size_t argc, cons
     if (rc)
         goto out;
     uint32_t new_id = c->next_id;
-    msg = json_pack("{s:s, s:I, s:o, s:o, s:s, s:b}", "type", "exec", "id", (json_int_t)new_id,
-                    "argv", jargv, "env", jenv, "cwd", cwd ? cwd : "/", "stdin", with_stdin);
+    if (pty)
+        msg = json_pack("{s:s, s:I, s:o, s:o, s:s, s:I, s:I}", "type", "pty", "id",
+                        (json_int_t)new_id, "argv", jargv, "env", jenv, "cwd", cwd ? cwd : "/",
+                        "cols", (json_int_t)cols, "rows", (json_int_t)rows);
+    else
+        msg = json_pack("{s:s, s:I, s:o, s:o, s:s, s:b}", "type", "exec", "id", (json_int_t)new_id,
+                        "argv", jargv, "env", jenv, "cwd", cwd ? cwd : "/", "stdin", with_stdin);
     jargv = jenv = NULL; /* owned by msg (or freed by json_pack on failure) */
     rc = queue_json(c, msg);
     msg = NULL;

@@ -86,6 +86,17 @@ __attribute__((warn_unused_result)) int ctl_conn_exec(struct ctl_conn *c, const 
                                                       size_t argc, const char *const *env,
                                                       size_t envc, const char *cwd, bool with_stdin,
                                                       uint32_t *id);
+/*
+ * Ask the guest to run argv on a PTY of cols x rows (message `pty`,
+ * schemas/vsock-terminal.md); its bytes travel on the terminal connection
+ * the agent opens to port 5001, its `started` and `exit` come as for an
+ * exec. Same arguments, id space and errors as ctl_conn_exec(), plus
+ * -EINVAL when cols or rows is 0.
+ */
+__attribute__((warn_unused_result)) int ctl_conn_pty(struct ctl_conn *c, const char *const *argv,
+                                                     size_t argc, const char *const *env,
+                                                     size_t envc, const char *cwd, unsigned cols,
+                                                     unsigned rows, uint32_t *id);
 /* Queue stdin bytes for exec `id`; len 0 closes its stdin. 0, -ENOTCONN, -ENOBUFS. */
 __attribute__((warn_unused_result)) int ctl_conn_send_stdin(struct ctl_conn *c, uint32_t id,
                                                             const void *p, size_t len);

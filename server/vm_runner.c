@@ -10,6 +10,7 @@
 #include "vm_runner.h"
 
 #include "log.h"
+#include "tframe.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -40,6 +41,17 @@ extern char **environ;
 #define LOG_TAIL (256u << 10)
 #define GUEST_CID 3
 #define CONTROL_PORT 5000
+#define TERMINAL_PORT 5001
+/* Terminal connections that may be waiting for their header at once. */
+#define TERM_PENDING 4
+
+/* A terminal connection whose 8-byte header has not fully arrived. */
+struct term_pending {
+    struct vm_runner *r;
+    int fd;
+    uint8_t hdr[TFRAME_HELLO_LEN];
+    size_t n;
+};
 
 enum state { ST_IDLE, ST_BOOTING, ST_READY, ST_STOPPING, ST_FAILING, ST_DONE };
 
@@ -55,6 +67,9 @@ struct vm_runner {
     char listen_path[1100];
     char log_path[1100];
     int listen_fd;
+    char term_path[1100]; /* <uds>_5001 when cfg.terminal, else "" */
+    int term_listen_fd;
+    struct term_pending pend[TERM_PENDING];
     int timer_fd;
     int pid_fd;
     int vmm_pid;
@@ -101,7 +116,9 @@ int vm_runner_create(struct server_loop *l, const struct vm_runner_ops *ops, voi
     r->loop = l;
     r->ops = ops;
     r->opaque = opaque;
-    r->listen_fd = r->timer_fd = r->pid_fd = -1;
+    r->listen_fd = r->timer_fd = r->pid_fd = r->term_listen_fd = -1;
+    for (int i = 0; i < TERM_PENDING; i++)
+        r->pend[i] = (struct term_pending){.r = r, .fd = -1};
     r->vmm_pid = -1;
     *out = r;
     return 0;
@@ -163,6 +180,9 @@ static void release(struct vm_runner *r, bool keep_log)
         r->conn = NULL;
     }
     close_fd(r, &r->listen_fd);
+    close_fd(r, &r->term_listen_fd);
+    for (int i = 0; i < TERM_PENDING; i++)
+        close_fd(r, &r->pend[i].fd);
     close_fd(r, &r->timer_fd);
     if (r->vmm_pid > 0 && !r->vmm_reaped) {
         kill_vmm(r);
@@ -541,6 +561,81 @@ static void on_accept(void *opaque, uint32_t events)
     }
 }
 
+/* More of a terminal connection's header; hands the connection over once it is whole. */
+static void on_term_header(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct term_pending *p = opaque;
+    struct vm_runner *r = p->r;
+    ssize_t n = read(p->fd, p->hdr + p->n, sizeof(p->hdr) - p->n);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    uint32_t id;
+    if (n <= 0) {
+        close_fd(r, &p->fd);
+        return;
+    }
+    p->n += (size_t)n;
+    if (p->n < sizeof(p->hdr))
+        return;
+    int fd = p->fd;
+    server_loop_del(r->loop, fd);
+    p->fd = -1;
+    if (tframe_hello_parse(p->hdr, &id) || r->state != ST_READY || !r->ops->on_terminal) {
+        LOG_WARN("event=terminal_refused reason=%s",
+                 r->state != ST_READY ? "not_ready" : "bad_header_or_unwanted");
+        close(fd);
+        return;
+    }
+    r->ops->on_terminal(r->opaque, id, fd);
+}
+
+static void on_term_accept(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct vm_runner *r = opaque;
+    int fd = accept4(r->term_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < TERM_PENDING; i++) {
+        struct term_pending *p = &r->pend[i];
+        if (p->fd >= 0)
+            continue;
+        p->fd = fd;
+        p->n = 0;
+        if (server_loop_add(r->loop, fd, EPOLLIN, on_term_header, p) == 0)
+            return;
+        p->fd = -1;
+        break;
+    }
+    LOG_WARN("event=terminal_refused reason=too_many_pending");
+    close(fd);
+}
+
+/* Listen on `path` (non-blocking, close-on-exec) with `fn` on the loop. 0 or -errno. */
+static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, server_loop_fn fn)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, TERM_PENDING) < 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    int rc = server_loop_add(r->loop, fd, EPOLLIN, fn, r);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
 static int check_file(const char *what, const char *path, int mode, char *err, size_t errlen)
 {
     if (access(path, mode) == 0)
@@ -736,6 +831,16 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
         snprintf(err, errlen, "event loop: %s", strerror(-rc));
         goto out;
     }
+    if (cfg->terminal) {
+        if (snprintf(r->term_path, sizeof(r->term_path), "%s_%d", r->uds, TERMINAL_PORT) < 0)
+            rc = -ENAMETOOLONG;
+        else
+            rc = listen_unix(r, r->term_path, &r->term_listen_fd, on_term_accept);
+        if (rc) {
+            snprintf(err, errlen, "cannot listen on %s: %s", r->term_path, strerror(-rc));
+            goto out;
+        }
+    }
     r->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (r->timer_fd < 0) {
         rc = -errno;
@@ -774,6 +879,14 @@ int vm_runner_exec(struct vm_runner *r, const char *const *argv, size_t argc,
     if (r->state != ST_READY || !r->conn)
         return -ENOTCONN;
     return ctl_conn_exec(r->conn, argv, argc, env, envc, cwd, with_stdin, id);
+}
+
+int vm_runner_pty(struct vm_runner *r, const char *const *argv, size_t argc, const char *const *env,
+                  size_t envc, const char *cwd, unsigned cols, unsigned rows, uint32_t *id)
+{
+    if (r->state != ST_READY || !r->conn)
+        return -ENOTCONN;
+    return ctl_conn_pty(r->conn, argv, argc, env, envc, cwd, cols, rows, id);
 }
 
 int vm_runner_send_stdin(struct vm_runner *r, uint32_t id, const void *p, size_t len)

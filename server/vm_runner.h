@@ -31,6 +31,7 @@ struct vm_runner_config {
     unsigned boot_timeout_ms; /* spawn to guest hello */
     bool keep_logs;           /* keep vm.log and vmm.json even after a clean run */
     const char *kvm_path;     /* device checked before booting; NULL = /dev/kvm */
+    bool terminal;            /* also listen on <uds>_5001 for terminal connections (on_terminal) */
 };
 
 /* Callbacks on the loop thread; any may be NULL except on_done. */
@@ -42,6 +43,13 @@ struct vm_runner_ops {
     void (*on_exit)(void *opaque, const struct ctl_exit *e);
     void (*on_guest_error)(void *opaque, uint32_t id, const char *msg);
     void (*on_drained)(void *opaque);
+    /*
+     * A terminal connection (vsock port 5001, schemas/vsock-terminal.md)
+     * sent a valid header naming `id`. `fd` (non-blocking) now belongs to
+     * the callee, which closes it if it did not ask for `id`. Only with
+     * cfg.terminal; when NULL such connections are closed.
+     */
+    void (*on_terminal)(void *opaque, uint32_t id, int fd);
     /*
      * The VM is gone and its run state removed. err 0 after a clean
      * vm_runner_stop(); otherwise -errno and a one-line reason, and
@@ -75,6 +83,11 @@ __attribute__((warn_unused_result)) int vm_runner_exec(struct vm_runner *r, cons
                                                        size_t argc, const char *const *env,
                                                        size_t envc, const char *cwd,
                                                        bool with_stdin, uint32_t *id);
+/* Run a program on a guest PTY (see ctl_conn_pty). -ENOTCONN before on_ready. */
+__attribute__((warn_unused_result)) int vm_runner_pty(struct vm_runner *r, const char *const *argv,
+                                                      size_t argc, const char *const *env,
+                                                      size_t envc, const char *cwd, unsigned cols,
+                                                      unsigned rows, uint32_t *id);
 /* Forward stdin bytes (len 0 = EOF) to exec `id`. 0 or -errno. */
 __attribute__((warn_unused_result)) int vm_runner_send_stdin(struct vm_runner *r, uint32_t id,
                                                              const void *p, size_t len);
