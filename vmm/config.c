@@ -18,6 +18,7 @@ const char vmm_config_usage[] =
     "       capsem-vmm --probe\n"
     "flags: --kernel P --initrd P --append STR --mem MIB --cpus N --vsock-uds P --cid N\n"
     "       --serial-log P --serial-stdout --no-rng --no-netns --no-seccomp\n"
+    "       --share DIR:TAG (virtio-fs) --fs-events P (file events as JSON lines)\n"
     "exit: 0 guest reset/power-off, 1 VMM error, 2 bad usage or config,\n"
     "      3 guest crashed, 4 stopped by SIGTERM/SIGINT\n";
 
@@ -52,6 +53,9 @@ void vmm_config_fini(struct vmm_config *c)
     free(c->cmdline);
     free(c->vsock_uds);
     free(c->serial_log);
+    free(c->fs_dir);
+    free(c->fs_tag);
+    free(c->fs_events);
     memset(c, 0, sizeof(*c));
 }
 
@@ -128,6 +132,58 @@ static int parse_vsock(struct vmm_config *c, json_t *o, char *err, size_t errsz)
     return 0;
 }
 
+static int parse_fs(struct vmm_config *c, json_t *o, char *err, size_t errsz)
+{
+    const char *key;
+    json_t *v;
+    int ret = 0;
+    if (!json_is_object(o)) {
+        errf(err, errsz, "fs: expected an object with path, tag and events");
+        return -EINVAL;
+    }
+    if (!json_object_get(o, "path")) {
+        errf(err, errsz, "fs.path: missing");
+        return -EINVAL;
+    }
+    json_object_foreach(o, key, v)
+    {
+        if (strcmp(key, "path") == 0)
+            ret = get_str(v, "fs.path", &c->fs_dir, err, errsz);
+        else if (strcmp(key, "tag") == 0)
+            ret = get_str(v, "fs.tag", &c->fs_tag, err, errsz);
+        else if (strcmp(key, "events") == 0)
+            ret = get_str(v, "fs.events", &c->fs_events, err, errsz);
+        else {
+            errf(err, errsz, "fs.%.64s: unknown field", key);
+            ret = -EINVAL;
+        }
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
+/* "--share DIR:TAG": the tag is what follows the last ':'. */
+static int parse_share_flag(struct vmm_config *c, const char *val, char *err, size_t errsz)
+{
+    const char *colon = strrchr(val, ':');
+    if (!colon || colon == val || !colon[1]) {
+        errf(err, errsz, "--share: expected DIR:TAG");
+        return -EINVAL;
+    }
+    char *dir = strndup(val, (size_t)(colon - val));
+    if (!dir)
+        return -ENOMEM;
+    int ret = set_str(&c->fs_tag, colon + 1);
+    if (ret) {
+        free(dir);
+        return ret;
+    }
+    free(c->fs_dir);
+    c->fs_dir = dir;
+    return 0;
+}
+
 static int parse_serial(struct vmm_config *c, json_t *o, char *err, size_t errsz)
 {
     const char *key;
@@ -197,6 +253,8 @@ int vmm_config_parse_json(struct vmm_config *c, const char *text, size_t len, ch
             ret = parse_vsock(c, v, err, errsz);
         } else if (strcmp(key, "serial") == 0) {
             ret = parse_serial(c, v, err, errsz);
+        } else if (strcmp(key, "fs") == 0) {
+            ret = parse_fs(c, v, err, errsz);
         } else if (strcmp(key, "rng") == 0) {
             ret = get_bool(v, "rng", &c->rng, err, errsz);
         } else if (strcmp(key, "netns") == 0) {
@@ -325,7 +383,8 @@ int vmm_config_parse_args(struct vmm_config *c, int argc, char **argv, enum vmm_
                    strcmp(a, "--initrd") == 0 || strcmp(a, "--append") == 0 ||
                    strcmp(a, "--mem") == 0 || strcmp(a, "--cpus") == 0 ||
                    strcmp(a, "--vsock-uds") == 0 || strcmp(a, "--cid") == 0 ||
-                   strcmp(a, "--serial-log") == 0 || strcmp(a, "--log-level") == 0) {
+                   strcmp(a, "--serial-log") == 0 || strcmp(a, "--log-level") == 0 ||
+                   strcmp(a, "--share") == 0 || strcmp(a, "--fs-events") == 0) {
             if (!val || (!*val && strcmp(a, "--append") != 0)) {
                 errf(err, errsz, "%s: missing value", a);
                 return -EINVAL;
@@ -345,6 +404,10 @@ int vmm_config_parse_args(struct vmm_config *c, int argc, char **argv, enum vmm_
             ret = set_str(&c->cmdline, val);
         else if (strcmp(a, "--serial-log") == 0)
             ret = set_str(&c->serial_log, val);
+        else if (strcmp(a, "--share") == 0)
+            ret = parse_share_flag(c, val, err, errsz);
+        else if (strcmp(a, "--fs-events") == 0)
+            ret = set_str(&c->fs_events, val);
         else if (strcmp(a, "--vsock-uds") == 0) {
             ret = set_str(&c->vsock_uds, val);
             c->vsock = true;
@@ -379,6 +442,14 @@ int vmm_config_validate(const struct vmm_config *c, char *err, size_t errsz)
     }
     if (c->vsock && !c->vsock_uds) {
         errf(err, errsz, "vsock.uds: missing");
+        return -EINVAL;
+    }
+    if (c->fs_tag && (!*c->fs_tag || strlen(c->fs_tag) > 36)) {
+        errf(err, errsz, "fs.tag: expected 1 to 36 bytes");
+        return -EINVAL;
+    }
+    if ((c->fs_tag || c->fs_events) && !c->fs_dir) {
+        errf(err, errsz, "fs.path: missing");
         return -EINVAL;
     }
     if (c->vsock_uds && strlen(c->vsock_uds) > 90) {

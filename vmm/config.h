@@ -25,6 +25,9 @@ struct vmm_config {
     char *serial_log; /* NULL: no log file */
     bool serial_stdout;
     bool rng;
+    char *fs_dir;    /* virtio-fs: the shared host directory; NULL: no fs device */
+    char *fs_tag;    /* its mount tag; NULL: "capsem-workspace" */
+    char *fs_events; /* file events appended as JSON lines; NULL: not recorded */
     bool netns;
     bool seccomp;
 };

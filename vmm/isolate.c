@@ -119,6 +119,19 @@ static const int plain_syscalls[] = {
     SCMP_SYS(dup),
 };
 
+/* virtio-fs calls on fds the FUSE server already holds. */
+static const int fs_fd_syscalls[] = {
+    SCMP_SYS(fsync),   SCMP_SYS(fdatasync),  SCMP_SYS(fallocate),
+    SCMP_SYS(fstatfs), SCMP_SYS(getdents64),
+};
+
+/* virtio-fs *at calls, allowed only with a real directory fd as the first argument. */
+static const int fs_at_syscalls[] = {
+    SCMP_SYS(openat),    SCMP_SYS(newfstatat), SCMP_SYS(mkdirat),    SCMP_SYS(unlinkat),
+    SCMP_SYS(renameat2), SCMP_SYS(symlinkat),  SCMP_SYS(readlinkat), SCMP_SYS(linkat),
+    SCMP_SYS(fchmodat),  SCMP_SYS(utimensat),  SCMP_SYS(faccessat),  SCMP_SYS(faccessat2),
+};
+
 static const unsigned long allowed_ioctls[] = {
     KVM_RUN,   KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_IOEVENTFD,
     KVM_IRQFD, KVM_GET_REGS, KVM_GET_SREGS,       FIONBIO,
@@ -136,6 +149,11 @@ int vmm_isolate_seccomp(void)
         goto out;
     for (size_t i = 0; i < sizeof(plain_syscalls) / sizeof(plain_syscalls[0]); i++) {
         ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, plain_syscalls[i], 0);
+        if (ret)
+            goto out;
+    }
+    for (size_t i = 0; i < sizeof(fs_fd_syscalls) / sizeof(fs_fd_syscalls[0]); i++) {
+        ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, fs_fd_syscalls[i], 0);
         if (ret)
             goto out;
     }
@@ -158,6 +176,17 @@ int vmm_isolate_seccomp(void)
                            SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, AT_EMPTY_PATH));
     if (ret)
         goto out;
+    /*
+     * virtio-fs: path calls relative to a directory fd the FUSE server holds
+     * (never AT_FDCWD, so nothing is resolved from the VMM's working
+     * directory; absolute names never reach these calls, see fuse_server.c).
+     */
+    for (size_t i = 0; i < sizeof(fs_at_syscalls) / sizeof(fs_at_syscalls[0]); i++) {
+        ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, fs_at_syscalls[i], 1,
+                               SCMP_A0_32(SCMP_CMP_NE, (uint32_t)AT_FDCWD));
+        if (ret)
+            goto out;
+    }
     /* Memory for buffers, never executable. */
     ret = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
                            SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));

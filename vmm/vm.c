@@ -299,6 +299,18 @@ static int setup_devices(struct vmm_vm *vm, const struct vmm_config *cfg)
         if ((ret = add_virtio(vm, dev, "rng")))
             return ret;
     }
+    if (cfg->fs_dir) {
+        struct virtio_dev *dev = NULL;
+        const char *tag = cfg->fs_tag ? cfg->fs_tag : "capsem-workspace";
+        ret = virtio_fs_create(&dev, cfg->fs_dir, tag, cfg->fs_events);
+        if (ret) {
+            LOG_ERR("msg=\"cannot share directory\" path=%s tag=%s errno=%d error=\"%s\"",
+                    cfg->fs_dir, tag, -ret, strerror(-ret));
+            return ret;
+        }
+        if ((ret = add_virtio(vm, dev, "fs")))
+            return ret;
+    }
     return 0;
 }
 
