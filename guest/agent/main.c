@@ -26,9 +26,15 @@
 
 #define CONTROL_PORT 5000
 #define TERMINAL_PORT 5001
-/* The vsock device may come up a little after us: retry connecting this long. */
-#define CONNECT_TRIES 100
-#define CONNECT_DELAY_NS (50 * 1000 * 1000)
+/*
+ * The vsock device may come up a little after us (its probe resets the
+ * transport): retry, first after 1 ms, the delay doubling up to 50 ms, so a
+ * device that is only just late costs a millisecond rather than a fixed 50 ms
+ * step. 106 tries: 1+2+...+32 ms, then 50 ms steps, about 5 s in all.
+ */
+#define CONNECT_TRIES 106
+#define CONNECT_DELAY_MIN_NS (1000l * 1000)
+#define CONNECT_DELAY_MAX_NS (50l * 1000 * 1000)
 /* Receive buffer the host may fill before it waits for credit (the default is 256 KiB). */
 #define VSOCK_BUFFER (1024ull * 1024ull)
 
@@ -51,7 +57,13 @@ static int set_hostname(void *ctx, const char *name, size_t len)
 static int connect_host(unsigned port, int tries, int *out)
 {
     int err = 0;
+    long delay = CONNECT_DELAY_MIN_NS;
     for (int i = 0; i < tries; i++) {
+        if (i > 0) {
+            struct timespec d = {0, delay};
+            nanosleep(&d, NULL);
+            delay = delay * 2 > CONNECT_DELAY_MAX_NS ? CONNECT_DELAY_MAX_NS : delay * 2;
+        }
         int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
@@ -67,8 +79,6 @@ static int connect_host(unsigned port, int tries, int *out)
         }
         err = errno;
         close(fd);
-        struct timespec d = {0, CONNECT_DELAY_NS};
-        nanosleep(&d, NULL);
     }
     return -err;
 }
