@@ -19,6 +19,7 @@ const char vmm_config_usage[] =
     "flags: --kernel P --initrd P --append STR --mem MIB --cpus N --vsock-uds P --cid N\n"
     "       --serial-log P --serial-stdout --no-rng --no-netns --no-seccomp\n"
     "       --share DIR:TAG (virtio-fs) --fs-events P (file events as JSON lines)\n"
+    "       --disk PATH[,ro] (repeatable: /dev/vda, vdb… in order; ro = read-only)\n"
     "exit: 0 guest reset/power-off, 1 VMM error, 2 bad usage or config,\n"
     "      3 guest crashed, 4 stopped by SIGTERM/SIGINT\n";
 
@@ -56,6 +57,8 @@ void vmm_config_fini(struct vmm_config *c)
     free(c->fs_dir);
     free(c->fs_tag);
     free(c->fs_events);
+    for (unsigned i = 0; i < c->ndisks; i++)
+        free(c->disks[i].path);
     memset(c, 0, sizeof(*c));
 }
 
@@ -130,6 +133,91 @@ static int parse_vsock(struct vmm_config *c, json_t *o, char *err, size_t errsz)
     }
     c->vsock = true;
     return 0;
+}
+
+/* Append a disk; `path` is copied. */
+static int add_disk(struct vmm_config *c, const char *path, size_t len, bool ro, const char *name,
+                    char *err, size_t errsz)
+{
+    if (c->ndisks >= VMM_CONFIG_DISKS_MAX) {
+        errf(err, errsz, "%s: at most %u disks", name, VMM_CONFIG_DISKS_MAX);
+        return -EINVAL;
+    }
+    if (len == 0 || memchr(path, '\0', len)) {
+        errf(err, errsz, "%s: expected a non-empty path", name);
+        return -EINVAL;
+    }
+    char *s = strndup(path, len);
+    if (!s)
+        return -ENOMEM;
+    c->disks[c->ndisks].path = s;
+    c->disks[c->ndisks].read_only = ro;
+    c->ndisks++;
+    return 0;
+}
+
+static int parse_disks(struct vmm_config *c, json_t *a, char *err, size_t errsz)
+{
+    size_t i;
+    json_t *o;
+    if (!json_is_array(a)) {
+        errf(err, errsz, "disks: expected an array of {path, read_only}");
+        return -EINVAL;
+    }
+    json_array_foreach(a, i, o)
+    {
+        const char *key;
+        json_t *v;
+        json_t *path = json_object_get(o, "path");
+        bool ro = false;
+        int ret = 0;
+        if (!json_is_object(o)) {
+            errf(err, errsz, "disks[%zu]: expected an object with path and read_only", i);
+            return -EINVAL;
+        }
+        json_object_foreach(o, key, v)
+        {
+            if (strcmp(key, "read_only") == 0) {
+                char name[48];
+                snprintf(name, sizeof(name), "disks[%zu].read_only", i);
+                ret = get_bool(v, name, &ro, err, errsz);
+            } else if (strcmp(key, "path") != 0) {
+                errf(err, errsz, "disks[%zu].%.64s: unknown field", i, key);
+                ret = -EINVAL;
+            }
+            if (ret)
+                return ret;
+        }
+        char name[48];
+        snprintf(name, sizeof(name), "disks[%zu].path", i);
+        if (!path) {
+            errf(err, errsz, "%s: missing", name);
+            return -EINVAL;
+        }
+        if (!json_is_string(path)) {
+            errf(err, errsz, "%s: expected a non-empty path", name);
+            return -EINVAL;
+        }
+        ret = add_disk(c, json_string_value(path), json_string_length(path), ro, name, err, errsz);
+        if (ret)
+            return ret;
+    }
+    return 0;
+}
+
+/* "--disk PATH[,ro]" */
+static int parse_disk_flag(struct vmm_config *c, const char *val, char *err, size_t errsz)
+{
+    size_t len = strlen(val);
+    bool ro = false;
+    const char *comma = strrchr(val, ',');
+    if (comma && strcmp(comma, ",ro") == 0) {
+        ro = true;
+        len = (size_t)(comma - val);
+    } else if (comma && strcmp(comma, ",rw") == 0) {
+        len = (size_t)(comma - val);
+    }
+    return add_disk(c, val, len, ro, "--disk", err, errsz);
 }
 
 static int parse_fs(struct vmm_config *c, json_t *o, char *err, size_t errsz)
@@ -257,6 +345,8 @@ int vmm_config_parse_json(struct vmm_config *c, const char *text, size_t len, ch
             ret = parse_fs(c, v, err, errsz);
         } else if (strcmp(key, "rng") == 0) {
             ret = get_bool(v, "rng", &c->rng, err, errsz);
+        } else if (strcmp(key, "disks") == 0) {
+            ret = parse_disks(c, v, err, errsz);
         } else if (strcmp(key, "netns") == 0) {
             ret = get_bool(v, "netns", &c->netns, err, errsz);
         } else if (strcmp(key, "seccomp") == 0) {
@@ -384,7 +474,8 @@ int vmm_config_parse_args(struct vmm_config *c, int argc, char **argv, enum vmm_
                    strcmp(a, "--mem") == 0 || strcmp(a, "--cpus") == 0 ||
                    strcmp(a, "--vsock-uds") == 0 || strcmp(a, "--cid") == 0 ||
                    strcmp(a, "--serial-log") == 0 || strcmp(a, "--log-level") == 0 ||
-                   strcmp(a, "--share") == 0 || strcmp(a, "--fs-events") == 0) {
+                   strcmp(a, "--share") == 0 || strcmp(a, "--fs-events") == 0 ||
+                   strcmp(a, "--disk") == 0) {
             if (!val || (!*val && strcmp(a, "--append") != 0)) {
                 errf(err, errsz, "%s: missing value", a);
                 return -EINVAL;
@@ -408,6 +499,8 @@ int vmm_config_parse_args(struct vmm_config *c, int argc, char **argv, enum vmm_
             ret = parse_share_flag(c, val, err, errsz);
         else if (strcmp(a, "--fs-events") == 0)
             ret = set_str(&c->fs_events, val);
+        else if (strcmp(a, "--disk") == 0)
+            ret = parse_disk_flag(c, val, err, errsz);
         else if (strcmp(a, "--vsock-uds") == 0) {
             ret = set_str(&c->vsock_uds, val);
             c->vsock = true;

@@ -12,6 +12,13 @@
 #define VMM_CONFIG_MEM_MIN_MIB 32u
 #define VMM_CONFIG_MEM_MAX_MIB (1024u * 1024u)
 #define VMM_CONFIG_VCPUS_MAX 32u
+#define VMM_CONFIG_DISKS_MAX 4u
+
+/* A virtio-blk disk (added after vsock and rng, in order: /dev/vda, vdb…). */
+struct vmm_disk {
+    char *path;
+    bool read_only;
+};
 
 struct vmm_config {
     char *kernel;  /* vmlinux path (required) */
@@ -28,6 +35,8 @@ struct vmm_config {
     char *fs_dir;    /* virtio-fs: the shared host directory; NULL: no fs device */
     char *fs_tag;    /* its mount tag; NULL: "capsem-workspace" */
     char *fs_events; /* file events appended as JSON lines; NULL: not recorded */
+    struct vmm_disk disks[VMM_CONFIG_DISKS_MAX];
+    unsigned ndisks;
     bool netns;
     bool seccomp;
 };

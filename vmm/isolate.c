@@ -117,6 +117,7 @@ static const int plain_syscalls[] = {
     SCMP_SYS(ftruncate),   /* restarting the size-capped serial log */
     SCMP_SYS(sigaltstack), /* sanitizer builds query it on every intercepted signal */
     SCMP_SYS(dup),
+    SCMP_SYS(fdatasync), /* virtio-blk FLUSH */
 };
 
 /* virtio-fs calls on fds the FUSE server already holds. */

@@ -311,6 +311,17 @@ static int setup_devices(struct vmm_vm *vm, const struct vmm_config *cfg)
         if ((ret = add_virtio(vm, dev, "fs")))
             return ret;
     }
+    for (unsigned i = 0; i < cfg->ndisks; i++) {
+        struct virtio_dev *dev = NULL;
+        ret = virtio_blk_create(&dev, cfg->disks[i].path, cfg->disks[i].read_only);
+        if (ret) {
+            LOG_ERR("msg=\"cannot open disk\" path=%s errno=%d error=\"%s\"", cfg->disks[i].path,
+                    -ret, ret == -EINVAL ? "not a regular file" : strerror(-ret));
+            return ret;
+        }
+        if ((ret = add_virtio(vm, dev, cfg->disks[i].read_only ? "blk-ro" : "blk")))
+            return ret;
+    }
     return 0;
 }
 

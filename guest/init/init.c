@@ -8,11 +8,14 @@
  *
  * Kernel command line: `capsem.agent=0` keeps the agent from starting
  * (init then idles until told to stop); `capsem.poweroff=1` powers off right
- * after the mounts (boot-time measurements). The console stays quiet unless
- * something fails: every serial byte is slow in emulation.
+ * after the mounts (boot-time measurements); `capsem.root=/dev/vdX` continues
+ * in the Debian root filesystem on that disk (rootfs.c) before anything
+ * starts. The console stays quiet unless something fails: every serial byte
+ * is slow in emulation.
  */
 #include "cmdline.h"
 #include "log.h"
+#include "rootfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -147,6 +150,30 @@ out:
     return len;
 }
 
+/* The initramfs copy, or its copy in /run once we switched into the Debian root. */
+static const char *agent_path = AGENT_PATH;
+
+/* `capsem.root=/dev/vdX`: switch into that root; on failure stay in the initramfs. */
+static void maybe_switch_root(void)
+{
+    char buf[4096];
+    char dev[32];
+    struct slice v;
+    size_t len = read_cmdline(buf, sizeof(buf));
+    if (!cmdline_get(buf, len, "capsem.root", &v))
+        return;
+    if (v.len == 0 || v.len >= sizeof(dev)) {
+        LOG_ERR("event=rootfs err=\"capsem.root: expected a device such as /dev/vda\"");
+        return;
+    }
+    memcpy(dev, v.ptr, v.len);
+    dev[v.len] = '\0';
+    if (rootfs_switch(dev, AGENT_PATH, ROOTFS_AGENT_PATH) == 0)
+        agent_path = ROOTFS_AGENT_PATH;
+    else
+        LOG_ERR("event=rootfs dev=%s action=stay_in_initramfs", dev);
+}
+
 static pid_t start_agent(const sigset_t *blocked)
 {
     pid_t pid = fork();
@@ -158,8 +185,8 @@ static pid_t start_agent(const sigset_t *blocked)
         char *const argv[] = {"capsem-agent", NULL};
         sigprocmask(SIG_UNBLOCK, blocked, NULL);
         setsid();
-        execv(AGENT_PATH, argv);
-        LOG_ERR("event=start_agent path=%s err=\"%s\"", AGENT_PATH, strerror(errno));
+        execv(agent_path, argv);
+        LOG_ERR("event=start_agent path=%s err=\"%s\"", agent_path, strerror(errno));
         _exit(127);
     }
     return pid;
@@ -256,6 +283,7 @@ int main(void)
     for (size_t i = 0; i < sizeof(dev_links) / sizeof(dev_links[0]); i++)
         if (symlink(dev_links[i][0], dev_links[i][1]) < 0 && errno != EEXIST)
             LOG_ERR("event=symlink path=%s err=\"%s\"", dev_links[i][1], strerror(errno));
+    maybe_switch_root();
     setenv("PATH", INIT_PATH, 1);
     setenv("HOME", "/root", 1);
     set_hostname_from_etc();

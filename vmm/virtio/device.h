@@ -34,6 +34,7 @@
 
 #define VIRTIO_MAX_QUEUES 8u
 
+#define VIRTIO_ID_BLK 2u
 #define VIRTIO_ID_RNG 4u
 #define VIRTIO_ID_VSOCK 19u
 

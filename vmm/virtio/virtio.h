@@ -73,6 +73,26 @@ __attribute__((warn_unused_result)) int
 virtio_vsock_create(struct virtio_dev **out, uint64_t guest_cid, const char *uds_path);
 
 /*
+ * virtio-blk over the disk image at `path` (a regular file, opened here
+ * before any sandboxing; capacity is its size in whole 512-byte sectors).
+ * `read_only` opens it O_RDONLY, offers VIRTIO_BLK_F_RO and answers writes
+ * with VIRTIO_BLK_S_IOERR. GET_ID returns the file's base name (20 bytes at
+ * most). 0, -errno from open/fstat, or -EINVAL when `path` is not a regular file.
+ */
+__attribute__((warn_unused_result)) int virtio_blk_create(struct virtio_dev **out, const char *path,
+                                                          bool read_only);
+
+/* virtio-blk request types and status values (virtio 1.1 section 5.2.6). */
+#define VIRTIO_BLK_T_IN 0u
+#define VIRTIO_BLK_T_OUT 1u
+#define VIRTIO_BLK_T_FLUSH 4u
+#define VIRTIO_BLK_T_GET_ID 8u
+#define VIRTIO_BLK_S_OK 0u
+#define VIRTIO_BLK_S_IOERR 1u
+#define VIRTIO_BLK_S_UNSUPP 2u
+#define VIRTIO_BLK_ID_BYTES 20u
+
+/*
  * virtio-fs (id 26) serving directory `dir` under mount tag `tag` (1..36
  * bytes) with the confined FUSE server of fuse_server.h. When `events_path`
  * is not NULL, file events are appended to it as JSON lines. Opens its

@@ -106,6 +106,18 @@ static void test_vmm_config_parse_json_bad(void **state)
         {"{\"rng\":\"yes\"}", "rng: expected true or false"},
         {"{\"netns\":0}", "netns: expected true or false"},
         {"{\"seccomp\":null}", "seccomp: expected true or false"},
+        {"{\"disks\":{\"path\":\"/d\"}}", "disks: expected an array"},
+        {"{\"disks\":[\"/d\"]}", "disks[0]: expected an object"},
+        {"{\"disks\":[{\"read_only\":true}]}", "disks[0].path: missing"},
+        {"{\"disks\":[{\"path\":\"\"}]}", "disks[0].path: expected a non-empty path"},
+        {"{\"disks\":[{\"path\":3}]}", "disks[0].path: expected a non-empty path"},
+        {"{\"disks\":[{\"path\":\"/a\"},{\"path\":\"/b\",\"ro\":true}]}",
+         "disks[1].ro: unknown field"},
+        {"{\"disks\":[{\"path\":\"/a\",\"read_only\":\"yes\"}]}",
+         "disks[0].read_only: expected true or false"},
+        {"{\"disks\":[{\"path\":\"/1\"},{\"path\":\"/2\"},{\"path\":\"/3\"},"
+         "{\"path\":\"/4\"},{\"path\":\"/5\"}]}",
+         "disks[4].path: at most 4 disks"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct vmm_config c;
@@ -173,6 +185,44 @@ static void test_vmm_config_parse_args_flags(void **state)
     vmm_config_fini(&c);
 }
 
+static void test_vmm_config_parse_json_disks(void **state)
+{
+    (void)state;
+    struct vmm_config c;
+    char err[256] = "";
+    assert_int_equal(parse(&c,
+                           "{\"disks\":[{\"path\":\"/root.sqfs\",\"read_only\":true},"
+                           "{\"path\":\"/scratch.img\"}]}",
+                           err, sizeof(err)),
+                     0);
+    assert_int_equal(c.ndisks, 2);
+    assert_string_equal(c.disks[0].path, "/root.sqfs");
+    assert_true(c.disks[0].read_only);
+    assert_string_equal(c.disks[1].path, "/scratch.img");
+    assert_false(c.disks[1].read_only);
+    vmm_config_fini(&c);
+}
+
+static void test_vmm_config_parse_args_disks(void **state)
+{
+    (void)state;
+    struct vmm_config c;
+    enum vmm_action act;
+    char err[256] = "";
+    char *argv[] = {"capsem-vmm", "--disk", "/r.sqfs,ro", "--disk", "/a,b.img", "--disk", "/s,rw"};
+    vmm_config_init(&c);
+    assert_int_equal(vmm_config_parse_args(&c, 7, argv, &act, err, sizeof(err)), 0);
+    assert_int_equal(c.ndisks, 3);
+    assert_string_equal(c.disks[0].path, "/r.sqfs");
+    assert_true(c.disks[0].read_only);
+    /* A comma not followed by ro/rw is part of the path. */
+    assert_string_equal(c.disks[1].path, "/a,b.img");
+    assert_false(c.disks[1].read_only);
+    assert_string_equal(c.disks[2].path, "/s");
+    assert_false(c.disks[2].read_only);
+    vmm_config_fini(&c);
+}
+
 static void test_vmm_config_parse_args_bad(void **state)
 {
     (void)state;
@@ -189,6 +239,8 @@ static void test_vmm_config_parse_args_bad(void **state)
         {2, {"vmm", "--bogus"}, "--bogus: unknown flag"},
         {3, {"vmm", "--config", "/nonexistent.json"}, "config: cannot open /nonexistent.json"},
         {3, {"vmm", "--kernel", ""}, "--kernel: missing value"},
+        {2, {"vmm", "--disk"}, "--disk: missing value"},
+        {3, {"vmm", "--disk", ",ro"}, "--disk: expected a non-empty path"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct vmm_config c;
@@ -245,6 +297,8 @@ int main(void)
         cmocka_unit_test(test_vmm_config_validate_missing_kernel),
         cmocka_unit_test(test_vmm_config_parse_args_flags),
         cmocka_unit_test(test_vmm_config_parse_args_bad),
+        cmocka_unit_test(test_vmm_config_parse_json_disks),
+        cmocka_unit_test(test_vmm_config_parse_args_disks),
         cmocka_unit_test(test_vmm_config_parse_args_file_then_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

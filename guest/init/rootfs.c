@@ -1,0 +1,204 @@
+/*
+ * capsem-init's switch into the Debian root filesystem. With
+ * `capsem.root=/dev/vdX` on the kernel command line, init mounts that disk
+ * (squashfs, read-only) as the lower layer of an overlayfs whose upper layer
+ * is a size-limited tmpfs, binds /usr read-only over itself, copies
+ * capsem-agent to /run (mode 0555, so the agent keeps coming from the
+ * initramfs the host built), moves /dev, /proc, /sys, /run and /tmp into the
+ * new root and makes it `/`. The initramfs stays in memory underneath (it is
+ * a few MiB). Any failure leaves init in the initramfs, says why on the
+ * console and returns an error: the caller carries on there.
+ */
+#include "rootfs.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOWER "/.capsem-lower"
+#define RW "/.capsem-rw"
+#define NEWROOT "/.capsem-root"
+
+/* Mounts moved from the initramfs into the new root (their sub-mounts go along). */
+static const char *const moved[] = {"/dev", "/proc", "/sys", "/run", "/tmp"};
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int do_mount(const char *src, const char *dst, const char *type, unsigned long flags,
+                    const char *data)
+{
+    if (mount(src, dst, type, flags, data) < 0) {
+        int e = errno;
+        LOG_ERR("event=rootfs_mount src=%s path=%s type=%s err=\"%s\"", src, dst, type ? type : "-",
+                strerror(e));
+        return -e;
+    }
+    return 0;
+}
+
+/* Copy `src` to `dst` (created 0555). 0 or -errno. */
+static int copy_file(const char *src, const char *dst)
+{
+    int ret = 0;
+    char buf[65536];
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    int out = -1;
+    if (in < 0) {
+        ret = -errno;
+        goto out;
+    }
+    out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0555);
+    if (out < 0) {
+        ret = -errno;
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ret = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                ret = -errno;
+                goto out;
+            }
+            done += w;
+        }
+    }
+    if (fchmod(out, 0555) < 0)
+        ret = -errno;
+out:
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out) < 0 && !ret)
+        ret = -errno;
+    return ret;
+}
+
+bool rootfs_device_ok(const char *dev)
+{
+    size_t n = strlen(dev);
+    if (n < 8 || n > 16 || strncmp(dev, "/dev/vd", 7) != 0)
+        return false;
+    for (size_t i = 7; i < n; i++)
+        if (dev[i] < 'a' || dev[i] > 'z')
+            return false;
+    return true;
+}
+
+/* The disk node appears when virtio-blk has probed; wait up to 2 s for it. */
+static int wait_for(const char *dev)
+{
+    struct stat st;
+    for (int i = 0; i < 200; i++) {
+        if (stat(dev, &st) == 0)
+            return S_ISBLK(st.st_mode) ? 0 : -ENOTBLK;
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return -ENOENT;
+}
+
+int rootfs_switch(const char *dev, const char *agent_src, const char *agent_dst)
+{
+    int ret = 0;
+    char path[64];
+    char opts[128];
+    /* How far the set-up got, for the clean-up on failure. */
+    enum { NONE, LOWER_UP, RW_UP, OVERLAY_UP, MOVING, SWITCHED } stage = NONE;
+
+    if (!rootfs_device_ok(dev)) {
+        LOG_ERR("event=rootfs dev=\"%.32s\" err=\"expected /dev/vd followed by letters\"", dev);
+        ret = -EINVAL;
+        goto out;
+    }
+    if ((ret = wait_for(dev))) {
+        LOG_ERR("event=rootfs dev=%s err=\"%s\"", dev, strerror(-ret));
+        goto out;
+    }
+    if ((ret = mkdir_p(LOWER, 0755)) || (ret = mkdir_p(RW, 0755)) ||
+        (ret = mkdir_p(NEWROOT, 0755))) {
+        LOG_ERR("event=rootfs_mkdir err=\"%s\"", strerror(-ret));
+        goto out;
+    }
+    if ((ret = do_mount(dev, LOWER, "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL)))
+        goto out;
+    stage = LOWER_UP;
+    snprintf(opts, sizeof(opts), "size=%s,mode=0755", ROOTFS_UPPER_SIZE);
+    if ((ret = do_mount("tmpfs", RW, "tmpfs", MS_NOSUID | MS_NODEV, opts)))
+        goto out;
+    stage = RW_UP;
+    if ((ret = mkdir_p(RW "/upper", 0755)) || (ret = mkdir_p(RW "/work", 0755))) {
+        LOG_ERR("event=rootfs_mkdir err=\"%s\"", strerror(-ret));
+        goto out;
+    }
+    if ((ret = do_mount("overlay", NEWROOT, "overlay", MS_NOSUID,
+                        "lowerdir=" LOWER ",upperdir=" RW "/upper,workdir=" RW "/work")))
+        goto out;
+    stage = OVERLAY_UP;
+    /* /usr stays read-only even though the overlay above it is writable. */
+    if ((ret = do_mount(NEWROOT "/usr", NEWROOT "/usr", NULL, MS_BIND, NULL)) ||
+        (ret = do_mount(NULL, NEWROOT "/usr", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID,
+                        NULL)))
+        goto out;
+    /* The agent runs from the host-built initramfs copy, not whatever the image holds. */
+    if ((ret = copy_file(agent_src, agent_dst))) {
+        LOG_ERR("event=rootfs_agent_copy src=%s dst=%s err=\"%s\"", agent_src, agent_dst,
+                strerror(-ret));
+        goto out;
+    }
+    stage = MOVING;
+    for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+        snprintf(path, sizeof(path), NEWROOT "%s", moved[i]);
+        if ((ret = mkdir_p(path, 0755))) {
+            LOG_ERR("event=rootfs_mkdir path=%s err=\"%s\"", path, strerror(-ret));
+            goto out;
+        }
+        if ((ret = do_mount(moved[i], path, NULL, MS_MOVE, NULL)))
+            goto out;
+    }
+    stage = SWITCHED;
+    if (chdir(NEWROOT) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+        chdir("/") < 0) {
+        /* Past the point of return: the pseudo filesystems already live in the new root. */
+        ret = -errno;
+        LOG_ERR("event=rootfs_switch err=\"%s\"", strerror(-ret));
+    }
+out:
+    if (ret && stage >= MOVING && stage < SWITCHED) {
+        /* Put back what was moved so the initramfs keeps working. */
+        for (size_t i = 0; i < sizeof(moved) / sizeof(moved[0]); i++) {
+            snprintf(path, sizeof(path), NEWROOT "%s", moved[i]);
+            mount(path, moved[i], NULL, MS_MOVE, NULL);
+        }
+    }
+    if (ret && stage >= OVERLAY_UP && stage < SWITCHED) {
+        umount2(NEWROOT "/usr", MNT_DETACH);
+        umount2(NEWROOT, MNT_DETACH);
+    }
+    if (ret && stage >= RW_UP && stage < SWITCHED)
+        umount2(RW, MNT_DETACH);
+    if (ret && stage >= LOWER_UP && stage < SWITCHED)
+        umount2(LOWER, MNT_DETACH);
+    return ret;
+}
