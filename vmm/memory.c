@@ -14,6 +14,8 @@
 
 /* Stage-2 huge page size on x86-64. */
 #define HUGE_ALIGN (2ull << 20)
+/* The inaccessible page kept below guest RAM (see vmm_mem_init). */
+#define GUARD 0x1000ull
 
 static void layout(struct vmm_mem *m, uint8_t *base, uint64_t size)
 {
@@ -40,17 +42,28 @@ int vmm_mem_init(struct vmm_mem *m, uint64_t size)
      * guest address agree modulo 2 MiB. Unaligned, every 4 KiB the guest first
      * touches is a nested page fault (~7500 of them in a boot, about 0.8 s in
      * the KVM test bed); aligned, one fault covers 512 pages.
+     *
+     * One inaccessible page stays mapped just below the window. Without it
+     * the next mapping (a vCPU thread's stack) would end exactly at the
+     * aligned base, and its first touch would then take a whole 2 MiB huge
+     * page: 2 MiB more RSS and zeroing for a few KiB of stack.
      */
-    uint64_t span = size + HUGE_ALIGN;
+    uint64_t span = size + HUGE_ALIGN + GUARD;
     uint8_t *raw = mmap(NULL, span, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED)
         return -errno;
-    uint8_t *p = (uint8_t *)(((uintptr_t)raw + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
-    if (p > raw)
-        munmap(raw, (size_t)(p - raw));
+    uint8_t *p =
+        (uint8_t *)(((uintptr_t)raw + GUARD + HUGE_ALIGN - 1) & ~(uintptr_t)(HUGE_ALIGN - 1));
+    if (p - GUARD > raw)
+        munmap(raw, (size_t)(p - GUARD - raw));
     if (raw + span > p + size)
         munmap(p + size, (size_t)(raw + span - (p + size)));
+    if (mprotect(p - GUARD, GUARD, PROT_NONE) < 0) {
+        int err = errno;
+        munmap(p - GUARD, size + GUARD);
+        return -err;
+    }
     /* Best effort: huge pages cut EPT walks; guest RAM stays out of core dumps. */
     madvise(p, size, MADV_HUGEPAGE);
     madvise(p, size, MADV_DONTDUMP);
@@ -68,7 +81,7 @@ void vmm_mem_init_buffer(struct vmm_mem *m, void *buf, uint64_t size)
 void vmm_mem_fini(struct vmm_mem *m)
 {
     if (m->owned && m->base)
-        munmap(m->base, m->total);
+        munmap(m->base - GUARD, m->total + GUARD);
     memset(m, 0, sizeof(*m));
 }
 
