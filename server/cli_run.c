@@ -48,6 +48,9 @@ static const char usage_text[] =
     "  --kernel FILE        guest kernel (default: vmlinux in the asset directory)\n"
     "  --initrd FILE        guest initramfs (default: initrd.img in the asset directory)\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
+    "  --workspace DIR      share DIR with the guest at /root (virtio-fs); without it\n"
+    "                       /root is the guest's own (file events: fs-events.jsonl\n"
+    "                       in the run directory)\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
@@ -100,7 +103,8 @@ enum opt_id {
     OPT_ENV,
     OPT_KERNEL,
     OPT_INITRD,
-    OPT_APPEND
+    OPT_APPEND,
+    OPT_WORKSPACE
 };
 
 static const struct {
@@ -111,7 +115,7 @@ static const struct {
     {"--timeout", OPT_TIMEOUT}, {"--boot-timeout", OPT_BOOT_TIMEOUT},
     {"--env", OPT_ENV},         {"-e", OPT_ENV},
     {"--kernel", OPT_KERNEL},   {"--initrd", OPT_INITRD},
-    {"--append", OPT_APPEND},
+    {"--append", OPT_APPEND},   {"--workspace", OPT_WORKSPACE},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -161,6 +165,13 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
         return 0;
     case OPT_APPEND:
         o->append = v;
+        return 0;
+    case OPT_WORKSPACE:
+        if (!*v) {
+            snprintf(err, errlen, "%s: expected a directory", name);
+            return -EINVAL;
+        }
+        o->workspace = v;
         return 0;
     }
     return -EINVAL;
@@ -673,6 +684,7 @@ int cli_run_main(int argc, char **argv)
         .kernel = paths.kernel,
         .initrd = paths.initrd,
         .append = o.append,
+        .workspace = o.workspace,
         .mem_mib = o.mem_mib,
         .cpus = o.cpus,
         .run_base = paths.run_base,

@@ -495,6 +495,7 @@ int cli_shell_main(int argc, char **argv)
         .kernel = paths.kernel,
         .initrd = paths.initrd,
         .append = o.append,
+        .workspace = o.workspace,
         .mem_mib = o.mem_mib,
         .cpus = o.cpus,
         .run_base = paths.run_base,

@@ -25,6 +25,8 @@ struct vm_runner_config {
     const char *kernel;   /* uncompressed vmlinux */
     const char *initrd;
     const char *append; /* extra kernel command line, or NULL */
+    /* Host directory shared at /root over virtio-fs (capsem.workspace=1), or NULL. */
+    const char *workspace;
     unsigned mem_mib;
     unsigned cpus;
     const char *run_base;     /* directory holding run dirs ($CAPSEM_HOME/run) */

@@ -131,6 +131,7 @@ static const int fs_at_syscalls[] = {
     SCMP_SYS(openat),    SCMP_SYS(newfstatat), SCMP_SYS(mkdirat),    SCMP_SYS(unlinkat),
     SCMP_SYS(renameat2), SCMP_SYS(symlinkat),  SCMP_SYS(readlinkat), SCMP_SYS(linkat),
     SCMP_SYS(fchmodat),  SCMP_SYS(utimensat),  SCMP_SYS(faccessat),  SCMP_SYS(faccessat2),
+    SCMP_SYS(renameat), /* glibc's renameat2() with flags 0 */
 };
 
 static const unsigned long allowed_ioctls[] = {

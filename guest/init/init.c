@@ -260,6 +260,24 @@ static void power_off(int sfd)
         pause();
 }
 
+/*
+ * `capsem.workspace=1`: mount the host's workspace (virtio-fs tag
+ * capsem-workspace) at /root, after any switch into the Debian root. Without
+ * it /root stays what the root filesystem has. A failed mount is logged and
+ * the boot goes on (commands then see an empty /root).
+ */
+static void mount_workspace(void)
+{
+    char buf[4096];
+    size_t len = read_cmdline(buf, sizeof(buf));
+    if (!cmdline_is(buf, len, "capsem.workspace", "1"))
+        return;
+    if (mkdir("/root", 0700) < 0 && errno != EEXIST)
+        LOG_ERR("event=mkdir path=/root err=\"%s\"", strerror(errno));
+    if (mount("capsem-workspace", "/root", "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0)
+        LOG_ERR("event=mount path=/root type=virtiofs err=\"%s\"", strerror(errno));
+}
+
 int main(void)
 {
     char cmdline[4096];
@@ -284,6 +302,7 @@ int main(void)
         if (symlink(dev_links[i][0], dev_links[i][1]) < 0 && errno != EEXIST)
             LOG_ERR("event=symlink path=%s err=\"%s\"", dev_links[i][1], strerror(errno));
     maybe_switch_root();
+    mount_workspace();
     setenv("PATH", INIT_PATH, 1);
     setenv("HOME", "/root", 1);
     set_hostname_from_etc();

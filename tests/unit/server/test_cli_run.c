@@ -167,13 +167,30 @@ static void test_cli_run_parse_env_without_equals(void **state)
 static void test_cli_run_parse_unknown_option(void **state)
 {
     (void)state;
-    char *a[] = {"run", "--workspace", "/tmp", "--", "true"};
-    expect_error(ARGC(a), a, "unknown option '--workspace'");
+    char *a[] = {"run", "--frobnicate", "/tmp", "--", "true"};
+    expect_error(ARGC(a), a, "unknown option '--frobnicate'");
     char *b[] = {"run", "-x", "--", "true"};
     expect_error(ARGC(b), b, "unknown option '-x'");
     /* Short -e takes no "=" form: "-e=A=1" is not an option we know. */
     char *c[] = {"run", "-e=A=1", "--", "true"};
     expect_error(ARGC(c), c, "unknown option");
+}
+
+static void test_cli_run_parse_workspace(void **state)
+{
+    (void)state;
+    struct cli_run_opts o;
+    char err[256];
+    char *a[] = {"run", "--workspace", "/srv/ws", "--", "true"};
+    assert_int_equal(cli_run_parse(ARGC(a), a, &o, err, sizeof(err)), 0);
+    assert_string_equal(o.workspace, "/srv/ws");
+    cli_run_opts_fini(&o);
+    char *b[] = {"run", "--", "true"};
+    assert_int_equal(cli_run_parse(ARGC(b), b, &o, err, sizeof(err)), 0);
+    assert_null(o.workspace); /* default: no share, /root is the guest's own */
+    cli_run_opts_fini(&o);
+    char *c[] = {"run", "--workspace", "", "--", "true"};
+    expect_error(ARGC(c), c, "--workspace: expected a directory");
 }
 
 static void test_cli_run_parse_option_without_value(void **state)
@@ -451,6 +468,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cli_run_parse_no_command_after_dashdash),
         cmocka_unit_test(test_cli_run_parse_env_without_equals),
         cmocka_unit_test(test_cli_run_parse_unknown_option),
+        cmocka_unit_test(test_cli_run_parse_workspace),
         cmocka_unit_test(test_cli_run_parse_option_without_value),
         cmocka_unit_test(test_cli_run_parse_help_needs_no_command),
         cmocka_unit_test(test_cli_run_main_usage_error_exit_2),
