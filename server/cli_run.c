@@ -47,10 +47,10 @@ static const char usage_text[] =
     "  -e, --env K=V        set an environment variable for CMD (repeatable)\n"
     "  --kernel FILE        guest kernel (default: vmlinux in the asset directory)\n"
     "  --initrd FILE        guest initramfs (default: initrd.img in the asset directory)\n"
+    "  --rootfs FILE        boot into this root filesystem image (squashfs, attached\n"
+    "                       read-only as /dev/vda; guest-rootfs builds assets/rootfs.sqfs);\n"
+    "                       default: the initramfs alone\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
-    "  --workspace DIR      share DIR with the guest at /root (virtio-fs); without it\n"
-    "                       /root is the guest's own (file events: fs-events.jsonl\n"
-    "                       in the run directory)\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
@@ -104,7 +104,7 @@ enum opt_id {
     OPT_KERNEL,
     OPT_INITRD,
     OPT_APPEND,
-    OPT_WORKSPACE
+    OPT_ROOTFS
 };
 
 static const struct {
@@ -115,7 +115,7 @@ static const struct {
     {"--timeout", OPT_TIMEOUT}, {"--boot-timeout", OPT_BOOT_TIMEOUT},
     {"--env", OPT_ENV},         {"-e", OPT_ENV},
     {"--kernel", OPT_KERNEL},   {"--initrd", OPT_INITRD},
-    {"--append", OPT_APPEND},   {"--workspace", OPT_WORKSPACE},
+    {"--append", OPT_APPEND},   {"--rootfs", OPT_ROOTFS},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -166,12 +166,8 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
     case OPT_APPEND:
         o->append = v;
         return 0;
-    case OPT_WORKSPACE:
-        if (!*v) {
-            snprintf(err, errlen, "%s: expected a directory", name);
-            return -EINVAL;
-        }
-        o->workspace = v;
+    case OPT_ROOTFS:
+        o->rootfs = v;
         return 0;
     }
     return -EINVAL;
@@ -684,7 +680,7 @@ int cli_run_main(int argc, char **argv)
         .kernel = paths.kernel,
         .initrd = paths.initrd,
         .append = o.append,
-        .workspace = o.workspace,
+        .rootfs = o.rootfs,
         .mem_mib = o.mem_mib,
         .cpus = o.cpus,
         .run_base = paths.run_base,

@@ -25,8 +25,9 @@ struct vm_runner_config {
     const char *kernel;   /* uncompressed vmlinux */
     const char *initrd;
     const char *append; /* extra kernel command line, or NULL */
-    /* Host directory shared at /root over virtio-fs (capsem.workspace=1), or NULL. */
-    const char *workspace;
+    /* Root filesystem image attached read-only as /dev/vda, init told capsem.root=/dev/vda; or
+     * NULL. */
+    const char *rootfs;
     unsigned mem_mib;
     unsigned cpus;
     const char *run_base;     /* directory holding run dirs ($CAPSEM_HOME/run) */
