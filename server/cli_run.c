@@ -51,6 +51,9 @@ static const char usage_text[] =
     "                       read-only as /dev/vda; guest-rootfs builds assets/rootfs.sqfs);\n"
     "                       default: the initramfs alone\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
+    "  --workspace DIR      share DIR with the guest at /root (virtio-fs); without it\n"
+    "                       /root is the guest's own (file events: fs-events.jsonl\n"
+    "                       in the run directory)\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
@@ -104,18 +107,25 @@ enum opt_id {
     OPT_KERNEL,
     OPT_INITRD,
     OPT_APPEND,
-    OPT_ROOTFS
+    OPT_ROOTFS,
+    OPT_WORKSPACE
 };
 
 static const struct {
     const char *name;
     enum opt_id id;
 } value_opts[] = {
-    {"--mem", OPT_MEM},         {"--cpus", OPT_CPUS},
-    {"--timeout", OPT_TIMEOUT}, {"--boot-timeout", OPT_BOOT_TIMEOUT},
-    {"--env", OPT_ENV},         {"-e", OPT_ENV},
-    {"--kernel", OPT_KERNEL},   {"--initrd", OPT_INITRD},
-    {"--append", OPT_APPEND},   {"--rootfs", OPT_ROOTFS},
+    {"--mem", OPT_MEM},
+    {"--cpus", OPT_CPUS},
+    {"--timeout", OPT_TIMEOUT},
+    {"--boot-timeout", OPT_BOOT_TIMEOUT},
+    {"--env", OPT_ENV},
+    {"-e", OPT_ENV},
+    {"--kernel", OPT_KERNEL},
+    {"--initrd", OPT_INITRD},
+    {"--append", OPT_APPEND},
+    {"--rootfs", OPT_ROOTFS},
+    {"--workspace", OPT_WORKSPACE},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -165,6 +175,13 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
         return 0;
     case OPT_APPEND:
         o->append = v;
+        return 0;
+    case OPT_WORKSPACE:
+        if (!*v) {
+            snprintf(err, errlen, "%s: expected a directory", name);
+            return -EINVAL;
+        }
+        o->workspace = v;
         return 0;
     case OPT_ROOTFS:
         o->rootfs = v;
@@ -680,6 +697,7 @@ int cli_run_main(int argc, char **argv)
         .kernel = paths.kernel,
         .initrd = paths.initrd,
         .append = o.append,
+        .workspace = o.workspace,
         .rootfs = o.rootfs,
         .mem_mib = o.mem_mib,
         .cpus = o.cpus,

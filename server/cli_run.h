@@ -28,8 +28,9 @@ struct cli_run_opts {
     size_t n_env;
     const char *kernel; /* NULL = from the asset directory */
     const char *initrd;
-    const char *rootfs; /* --rootfs FILE: root filesystem on /dev/vda, read-only; NULL = none */
-    const char *append; /* hidden debug option: extra kernel command line */
+    const char *rootfs;    /* --rootfs FILE: root filesystem on /dev/vda, read-only; NULL = none */
+    const char *append;    /* hidden debug option: extra kernel command line */
+    const char *workspace; /* --workspace DIR: shared at /root over virtio-fs; NULL = none */
     bool keep_logs;
     bool help;
     char **cmd; /* the command and its arguments, after "--" */

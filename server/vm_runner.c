@@ -152,7 +152,8 @@ static void remove_run_dir(struct vm_runner *r, bool keep_log)
         while ((e = readdir(d))) {
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
                 continue;
-            if (keep_log && (!strcmp(e->d_name, "vm.log") || !strcmp(e->d_name, "vmm.json")))
+            if (keep_log && (!strcmp(e->d_name, "vm.log") || !strcmp(e->d_name, "vmm.json") ||
+                             !strcmp(e->d_name, "fs-events.jsonl")))
                 continue;
             if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT)
                 LOG_WARN("event=run_dir_unlink name=%s errno=%d", e->d_name, errno);
@@ -698,6 +699,25 @@ static int write_config(struct vm_runner *r, const struct vm_runner_config *cfg,
                   r->uds, "serial", "stdout", 1, "rng", 1);
     if (!root)
         return -ENOMEM;
+    if (cfg->workspace) {
+        /* The share, its file events in the run directory, and the guest told to mount it. */
+        char events[1100];
+        snprintf(events, sizeof(events), "%s/fs-events.jsonl", r->dir);
+        char *line = NULL;
+        const char *extra = cfg->append ? cfg->append : "";
+        if (asprintf(&line, "%s%scapsem.workspace=1", extra, *extra ? " " : "") < 0)
+            line = NULL;
+        json_t *fs = json_pack("{s:s, s:s, s:s}", "path", cfg->workspace, "tag", "capsem-workspace",
+                               "events", events);
+        if (!line || !fs || json_object_set_new(root, "fs", fs) < 0 ||
+            json_object_set_new(root, "cmdline", json_string(line)) < 0)
+            rc = -ENOMEM;
+        free(line);
+        if (rc) {
+            json_decref(root);
+            return rc;
+        }
+    }
     if (cfg->rootfs) {
         /* The root image as the first disk (/dev/vda, read-only) and init told to switch to it. */
         const char *prev = json_string_value(json_object_get(root, "cmdline"));
@@ -786,6 +806,14 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
                  " (`cmake --build build` makes the guest assets; or set CAPSEM_ASSETS, or "
                  "pass --kernel/--initrd)");
         goto out;
+    }
+    if (cfg->workspace) {
+        struct stat st;
+        rc = stat(cfg->workspace, &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+        if (rc) {
+            snprintf(err, errlen, "workspace not usable: %s: %s", cfg->workspace, strerror(-rc));
+            goto out;
+        }
     }
     rc = check_kvm(cfg->kvm_path ? cfg->kvm_path : "/dev/kvm", err, errlen);
     if (rc)

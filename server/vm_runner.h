@@ -28,6 +28,8 @@ struct vm_runner_config {
     /* Root filesystem image attached read-only as /dev/vda, init told capsem.root=/dev/vda; or
      * NULL. */
     const char *rootfs;
+    /* Host directory shared at /root over virtio-fs (capsem.workspace=1), or NULL. */
+    const char *workspace;
     unsigned mem_mib;
     unsigned cpus;
     const char *run_base;     /* directory holding run dirs ($CAPSEM_HOME/run) */
