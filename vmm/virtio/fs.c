@@ -17,7 +17,6 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <linux/fuse.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,25 +164,16 @@ static const struct virtio_dev_ops fs_ops = {
     .destroy = fs_destroy,
 };
 
-/* The JSON-lines sink: one object per event, written with one write(2). */
+/* The JSON-lines sink: one line per event, written with one write(2). */
 static void write_event(void *opaque, const struct vmm_fs_event *ev)
 {
     struct fs_dev *f = opaque;
-    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:i}", "event", vmm_fs_event_kind_str(ev->kind),
-                          "path", ev->path, "size", (json_int_t)ev->size, "time_s",
-                          (json_int_t)ev->time.tv_sec, "time_ns", (int)ev->time.tv_nsec);
-    if (!o)
-        return;
-    if (ev->to)
-        json_object_set_new(o, "to", json_string(ev->to));
-    char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
+    char *line = vmm_fs_event_json(ev);
     if (!line)
         return;
     size_t len = strlen(line);
-    line[len] = '\n'; /* replaces the NUL; the length is explicit from here on */
-    ssize_t n = write(f->events_fd, line, len + 1);
-    if (n != (ssize_t)(len + 1) && virtio_log_allowed(&f->rl, 5))
+    ssize_t n = write(f->events_fd, line, len);
+    if (n != (ssize_t)len && virtio_log_allowed(&f->rl, 5))
         LOG_WARN("msg=\"virtio-fs: cannot write file event\" errno=%d", n < 0 ? errno : 0);
     free(line);
 }

@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <linux/fuse.h>
 #include <stdbool.h>
@@ -96,6 +97,57 @@ const char *vmm_fs_event_kind_str(enum vmm_fs_event_kind k)
         return "rename";
     }
     return "unknown";
+}
+
+/*
+ * A JSON string for a guest path. Names need not be UTF-8; those are written
+ * with every byte above 0x7f as '?' (and "lossy": true) rather than dropped,
+ * so no event can be hidden behind an odd name.
+ */
+static json_t *path_string(const char *path, bool *lossy)
+{
+    json_t *s = json_string(path);
+    if (s)
+        return s;
+    char *copy = strdup(path);
+    if (!copy)
+        return NULL;
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p > 0x7f)
+            *p = '?';
+    s = json_string(copy);
+    free(copy);
+    *lossy = true;
+    return s;
+}
+
+char *vmm_fs_event_json(const struct vmm_fs_event *ev)
+{
+    bool lossy = false;
+    json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:i}", "event", vmm_fs_event_kind_str(ev->kind),
+                          "path", path_string(ev->path, &lossy), "size", (json_int_t)ev->size,
+                          "time_s", (json_int_t)ev->time.tv_sec, "time_ns", (int)ev->time.tv_nsec);
+    if (!o)
+        return NULL;
+    if (ev->to && json_object_set_new(o, "to", path_string(ev->to, &lossy)) < 0) {
+        json_decref(o);
+        return NULL;
+    }
+    if (lossy)
+        json_object_set_new(o, "lossy", json_true());
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!text)
+        return NULL;
+    size_t len = strlen(text);
+    char *line = realloc(text, len + 2);
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    return line;
 }
 
 /* ---- inode table ---- */
@@ -662,9 +714,21 @@ static int op_create(struct req *r)
         return -ERANGE;
     int flags = ((int)in.flags & ~(O_NOCTTY | O_DIRECT)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
     mode_t mode = (in.mode & 07777) & ~(mode_t)MODE_STRIP;
-    int fd = openat(dir->fd, name, flags, mode);
+    /*
+     * O_NONBLOCK: an existing fifo the host left there must not block the
+     * loop; anything but a regular file is then refused like in OPEN.
+     */
+    int fd = openat(dir->fd, name, flags | O_NONBLOCK, mode);
     if (fd < 0)
         return -errno;
+    struct stat st;
+    ret = fstat(fd, &st) < 0 ? -errno : S_ISREG(st.st_mode) ? 0 : -EACCES;
+    if (!ret && !(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+        ret = -errno;
+    if (ret) {
+        close(fd);
+        return ret;
+    }
     ret = do_lookup(r->s, dir, name, e);
     if (ret) {
         close(fd);

@@ -44,6 +44,14 @@ typedef void (*vmm_fs_event_fn)(void *opaque, const struct vmm_fs_event *ev);
 
 struct vmm_fuse;
 
+/*
+ * One event as a JSON line ("...}\n", NUL-terminated, caller frees):
+ * {"event","path","size","time_s","time_ns"} plus "to" for renames and
+ * "lossy": true when a name was not UTF-8 (its bytes above 0x7f become '?').
+ * NULL when out of memory.
+ */
+char *vmm_fs_event_json(const struct vmm_fs_event *ev);
+
 /* Short name of an event kind ("create", "write", "delete", "rename"). */
 const char *vmm_fs_event_kind_str(enum vmm_fs_event_kind k);
 

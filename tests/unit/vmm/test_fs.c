@@ -775,6 +775,21 @@ static void test_mknod_refused(void **state)
     assert_int_equal(send(f), -EPERM);
     assert_false(host_exists(hpath(f, "null")));
     assert_false(host_exists(hpath(f, "fifo")));
+    /* a fifo the host left there: CREATE without O_EXCL neither blocks nor opens it */
+    assert_int_equal(mkfifo(hpath(f, "hostfifo"), 0644), 0);
+    struct fuse_create_in ci = {.flags = O_WRONLY | O_CREAT, .mode = S_IFREG | 0644};
+    req(f, FUSE_CREATE, FUSE_ROOT_ID);
+    add(f, &ci, sizeof(ci));
+    add_str(f, "hostfifo");
+    assert_int_equal(send(f), -ENXIO); /* O_NONBLOCK write-only open of a fifo with no reader */
+    ci.flags = O_RDWR | O_CREAT;
+    req(f, FUSE_CREATE, FUSE_ROOT_ID);
+    add(f, &ci, sizeof(ci));
+    add_str(f, "hostfifo");
+    assert_int_equal(send(f), -EACCES); /* opened without blocking, then refused */
+    unsigned ni, nh;
+    vmm_fuse_counts(f->s, &ni, &nh);
+    assert_int_equal(nh, 0);
     /* a device node placed by the host is never opened */
     if (mknod(hpath(f, "hostnull"), S_IFCHR | 0666, makedev(1, 3)) == 0) {
         uint64_t n = lookup(f, FUSE_ROOT_ID, "hostnull");
@@ -1071,6 +1086,28 @@ static void test_handle_under_seccomp(void **state)
     assert_true(host_exists(hpath(f, "hl")));
 }
 
+static void test_fs_event_json_lines(void **state)
+{
+    (void)state;
+    struct vmm_fs_event ev = {.kind = VMM_FS_EVENT_RENAME,
+                              .path = "a/\"q\"\n",
+                              .to = "b",
+                              .size = 42,
+                              .time = {.tv_sec = 1700000000, .tv_nsec = 5}};
+    char *line = vmm_fs_event_json(&ev);
+    assert_non_null(line);
+    assert_string_equal(line, "{\"event\":\"rename\",\"path\":\"a/\\\"q\\\"\\n\",\"size\":42,"
+                              "\"time_s\":1700000000,\"time_ns\":5,\"to\":\"b\"}\n");
+    free(line);
+    /* a name that is not UTF-8 is still reported, marked lossy */
+    ev = (struct vmm_fs_event){.kind = VMM_FS_EVENT_CREATE, .path = "bad\xff\xfe"};
+    line = vmm_fs_event_json(&ev);
+    assert_non_null(line);
+    assert_non_null(strstr(line, "\"path\":\"bad??\""));
+    assert_non_null(strstr(line, "\"lossy\":true"));
+    free(line);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1092,6 +1129,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_handle_table_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handle_under_seccomp, setup, teardown),
+        cmocka_unit_test(test_fs_event_json_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
