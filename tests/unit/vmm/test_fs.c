@@ -521,7 +521,7 @@ static void test_dirs_mkdir_readdir_rmdir(void **state)
     assert_int_equal(st.st_mode & 07777, 0750);
     uint64_t fh;
     for (int i = 0; i < 3; i++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof(name), "f%d", i);
         uint64_t n = create(f, d, name, 0644, &fh);
         assert_int_not_equal(n, 0);
@@ -583,7 +583,7 @@ static void test_dirs_mkdir_readdir_rmdir(void **state)
     add_str(f, "dir");
     assert_int_equal(send(f), -ENOTEMPTY);
     for (int i = 0; i < 3; i++) {
-        char name[8];
+        char name[16];
         snprintf(name, sizeof(name), "f%d", i);
         req(f, FUSE_UNLINK, d);
         add_str(f, name);
