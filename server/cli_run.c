@@ -1,7 +1,7 @@
 /*
  * `capsem run`: option parsing, finding the monitor and the guest assets,
  * and the glue between the host's terminal side (stdin, stdout, stderr,
- * signals, the --timeout timer) and one vm_runner, all on one server_loop.
+ * signals, the --timeout timer) and one vm_runner, all on one event loop.
  * Signals arrive through a signalfd; the VMM and every file of the run are
  * gone before this returns, whatever ended the run.
  */
@@ -272,7 +272,7 @@ out:
 /* ---- running ---------------------------------------------------------- */
 
 struct run {
-    struct server_loop *loop;
+    struct loop *loop;
     struct vm_runner *runner;
     const struct cli_run_opts *opts;
     int sig_fd;
@@ -334,7 +334,7 @@ static void end_run(struct run *r, int code)
         return;
     r->finished = true;
     r->exit_code = code;
-    server_loop_stop(r->loop);
+    loop_stop(r->loop);
 }
 
 static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
@@ -472,7 +472,7 @@ static void stdin_watch(struct run *r, bool on)
     if (r->stdin_done || on == r->stdin_watched)
         return;
     if (!on) {
-        server_loop_del(r->loop, r->stdin_fd);
+        loop_del(r->loop, r->stdin_fd);
         r->stdin_watched = false;
         return;
     }
@@ -481,13 +481,13 @@ static void stdin_watch(struct run *r, bool on)
         stdin_eof(r); /* stdin is closed: the command sees an empty input */
         return;
     }
-    int rc = server_loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+    int rc = loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
     if (rc == -EPERM && r->always_fd < 0) {
         /* Regular files and /dev/null cannot be polled: they are always readable. */
         r->always_fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
         if (r->always_fd >= 0) {
             r->stdin_fd = r->always_fd;
-            rc = server_loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+            rc = loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
         }
     }
     if (rc) {
@@ -670,12 +670,12 @@ int cli_run_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     nonblock_if_pipe(STDOUT_FILENO, &saved_out);
     nonblock_if_pipe(STDERR_FILENO, &saved_err);
-    if (server_loop_create(&r.loop)) {
+    if (loop_create(&r.loop)) {
         fprintf(stderr, "capsem: cannot create the event loop\n");
         goto out;
     }
     r.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (r.sig_fd < 0 || server_loop_add(r.loop, r.sig_fd, EPOLLIN, on_signal, &r)) {
+    if (r.sig_fd < 0 || loop_add(r.loop, r.sig_fd, EPOLLIN, on_signal, &r)) {
         fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
         goto out;
     }
@@ -683,7 +683,7 @@ int cli_run_main(int argc, char **argv)
         struct itimerspec its = {.it_value = {.tv_sec = o.timeout_s}};
         r.timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (r.timeout_fd < 0 || timerfd_settime(r.timeout_fd, 0, &its, NULL) < 0 ||
-            server_loop_add(r.loop, r.timeout_fd, EPOLLIN, on_timeout, &r)) {
+            loop_add(r.loop, r.timeout_fd, EPOLLIN, on_timeout, &r)) {
             fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(errno));
             goto out;
         }
@@ -709,7 +709,7 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "capsem: %s\n", err);
         goto out;
     }
-    int rc = server_loop_run(r.loop);
+    int rc = loop_run(r.loop);
     if (rc) {
         fprintf(stderr, "capsem: event loop failed: %s\n", strerror(-rc));
         goto out;
@@ -718,14 +718,14 @@ int cli_run_main(int argc, char **argv)
 out:
     vm_runner_destroy(r.runner);
     if (r.stdin_watched)
-        server_loop_del(r.loop, r.stdin_fd);
+        loop_del(r.loop, r.stdin_fd);
     if (r.always_fd >= 0)
         close(r.always_fd);
     if (r.timeout_fd >= 0)
         close(r.timeout_fd);
     if (r.sig_fd >= 0)
         close(r.sig_fd);
-    server_loop_destroy(r.loop);
+    loop_destroy(r.loop);
     if (saved_out >= 0)
         fcntl(STDOUT_FILENO, F_SETFL, saved_out);
     if (saved_err >= 0)

@@ -84,7 +84,7 @@ int cli_shell_parse(int argc, char **argv, struct cli_run_opts *o, char *err, si
 }
 
 struct shell {
-    struct server_loop *loop;
+    struct loop *loop;
     struct vm_runner *runner;
     const struct cli_run_opts *opts;
     int sig_fd;
@@ -143,7 +143,7 @@ static void end_shell(struct shell *s, int code)
         return;
     s->finished = true;
     s->exit_code = code;
-    server_loop_stop(s->loop);
+    loop_stop(s->loop);
 }
 
 /* Write all of p[0..len) to a blocking or non-blocking fd; false when it broke. */
@@ -173,7 +173,7 @@ static void term_update(struct shell *s)
     if (s->term_fd < 0)
         return;
     uint32_t ev = EPOLLIN | (s->tq.len ? EPOLLOUT : 0);
-    if (server_loop_mod(s->loop, s->term_fd, ev))
+    if (loop_mod(s->loop, s->term_fd, ev))
         LOG_WARN("event=terminal_watch_failed");
 }
 
@@ -181,7 +181,7 @@ static void term_close(struct shell *s)
 {
     if (s->term_fd < 0)
         return;
-    server_loop_del(s->loop, s->term_fd);
+    loop_del(s->loop, s->term_fd);
     close(s->term_fd);
     s->term_fd = -1;
     s->tq.len = 0;
@@ -270,11 +270,11 @@ static void stdin_watch(struct shell *s, bool on)
     if (on == s->stdin_watched || (on && (s->stdin_done || s->term_fd < 0)))
         return;
     if (!on) {
-        server_loop_del(s->loop, STDIN_FILENO);
+        loop_del(s->loop, STDIN_FILENO);
         s->stdin_watched = false;
         return;
     }
-    int rc = server_loop_add(s->loop, STDIN_FILENO, EPOLLIN, on_stdin, s);
+    int rc = loop_add(s->loop, STDIN_FILENO, EPOLLIN, on_stdin, s);
     if (rc) {
         /* /dev/null or a regular file: forward it whole, then the Ctrl-D. */
         uint8_t chunk[IN_CHUNK];
@@ -320,7 +320,7 @@ static void on_terminal(void *opaque, uint32_t id, int fd)
         return;
     }
     s->term_seen = true;
-    if (server_loop_add(s->loop, fd, EPOLLIN, on_term, s)) {
+    if (loop_add(s->loop, fd, EPOLLIN, on_term, s)) {
         close(fd);
         fprintf(stderr, "capsem: cannot watch the terminal connection\n");
         vm_runner_stop(s->runner);
@@ -468,12 +468,12 @@ int cli_shell_main(int argc, char **argv)
     if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
         masked = true;
     signal(SIGPIPE, SIG_IGN);
-    if (server_loop_create(&s.loop)) {
+    if (loop_create(&s.loop)) {
         fprintf(stderr, "capsem: cannot create the event loop\n");
         goto out;
     }
     s.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (s.sig_fd < 0 || server_loop_add(s.loop, s.sig_fd, EPOLLIN, on_signal, &s)) {
+    if (s.sig_fd < 0 || loop_add(s.loop, s.sig_fd, EPOLLIN, on_signal, &s)) {
         fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
         goto out;
     }
@@ -481,7 +481,7 @@ int cli_shell_main(int argc, char **argv)
         struct itimerspec its = {.it_value = {.tv_sec = o.timeout_s}};
         s.timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
         if (s.timeout_fd < 0 || timerfd_settime(s.timeout_fd, 0, &its, NULL) < 0 ||
-            server_loop_add(s.loop, s.timeout_fd, EPOLLIN, on_timeout, &s)) {
+            loop_add(s.loop, s.timeout_fd, EPOLLIN, on_timeout, &s)) {
             fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(errno));
             goto out;
         }
@@ -512,7 +512,7 @@ int cli_shell_main(int argc, char **argv)
         fprintf(stderr, "capsem: cannot put the terminal in raw mode: %s\n", strerror(-rc));
         goto out;
     }
-    rc = server_loop_run(s.loop);
+    rc = loop_run(s.loop);
     if (rc) {
         raw_restore(&s);
         fprintf(stderr, "capsem: event loop failed: %s\n", strerror(-rc));
@@ -523,16 +523,16 @@ out:
     vm_runner_destroy(s.runner);
     raw_restore(&s);
     if (s.stdin_watched)
-        server_loop_del(s.loop, STDIN_FILENO);
+        loop_del(s.loop, STDIN_FILENO);
     if (s.term_fd >= 0) {
-        server_loop_del(s.loop, s.term_fd);
+        loop_del(s.loop, s.term_fd);
         close(s.term_fd);
     }
     if (s.timeout_fd >= 0)
         close(s.timeout_fd);
     if (s.sig_fd >= 0)
         close(s.sig_fd);
-    server_loop_destroy(s.loop);
+    loop_destroy(s.loop);
     buf_fini(&s.tq);
     if (masked)
         sigprocmask(SIG_SETMASK, &old, NULL);

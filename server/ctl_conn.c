@@ -26,7 +26,7 @@
 #define OUT_CAP (8u << 20)
 
 struct ctl_conn {
-    struct server_loop *loop;
+    struct loop *loop;
     int fd;
     const struct ctl_conn_ops *ops;
     void *opaque;
@@ -49,7 +49,7 @@ static void update_events(struct ctl_conn *c)
     uint32_t ev = (c->paused ? 0 : EPOLLIN) | (c->out.len ? EPOLLOUT : 0);
     if (ev == c->watched)
         return;
-    if (server_loop_mod(c->loop, c->fd, ev) == 0)
+    if (loop_mod(c->loop, c->fd, ev) == 0)
         c->watched = ev;
 }
 
@@ -57,7 +57,7 @@ static void update_events(struct ctl_conn *c)
 static void finish(struct ctl_conn *c, int err, const char *msg)
 {
     c->closed = true;
-    server_loop_del(c->loop, c->fd);
+    loop_del(c->loop, c->fd);
     shutdown(c->fd, SHUT_RDWR);
     /* The owner decides whether this is an error (after shutdown it is not) and logs it. */
     LOG_DEBUG("event=ctl_closed err=%d reason=\"%s\"", err, msg);
@@ -393,7 +393,7 @@ static void on_events(void *opaque, uint32_t events)
         flush_out(c);
 }
 
-int ctl_conn_create(struct server_loop *l, int fd, const struct ctl_conn_ops *ops, void *opaque,
+int ctl_conn_create(struct loop *l, int fd, const struct ctl_conn_ops *ops, void *opaque,
                     const char *hostname, struct ctl_conn **out)
 {
     int rc;
@@ -412,7 +412,7 @@ int ctl_conn_create(struct server_loop *l, int fd, const struct ctl_conn_ops *op
     buf_init(&c->in, FRAME_HDR_LEN + FRAME_MAX_PAYLOAD + READ_CHUNK);
     buf_init(&c->out, OUT_CAP);
     c->watched = EPOLLIN;
-    rc = server_loop_add(l, fd, EPOLLIN, on_events, c);
+    rc = loop_add(l, fd, EPOLLIN, on_events, c);
     if (rc)
         goto out;
     *out = c;
@@ -431,7 +431,7 @@ void ctl_conn_destroy(struct ctl_conn *c)
     if (!c)
         return;
     if (!c->closed)
-        server_loop_del(c->loop, c->fd);
+        loop_del(c->loop, c->fd);
     close(c->fd);
     buf_fini(&c->in);
     buf_fini(&c->out);

@@ -3,7 +3,7 @@
  * schemas/vsock-control.md). A ctl_conn owns one connected stream socket to
  * a guest agent, answers the agent's hello, sends exec/stdin/signal/shutdown
  * requests and reports what the guest says through callbacks, all on a
- * server_loop. It knows nothing of VMs or terminals, so `capsem run`, the
+ * event loop (common/loop.h). It knows nothing of VMs or terminals, so `capsem run`, the
  * daemon and the unit tests (with a fake guest on a socketpair) share it.
  */
 #ifndef CAPSEM_SERVER_CTL_CONN_H
@@ -68,7 +68,7 @@ struct ctl_conn_ops {
  * loop `l` (borrowed). `ops` and `hostname` (may be NULL) are borrowed and
  * must outlive the conn. 0 or -errno.
  */
-__attribute__((warn_unused_result)) int ctl_conn_create(struct server_loop *l, int fd,
+__attribute__((warn_unused_result)) int ctl_conn_create(struct loop *l, int fd,
                                                         const struct ctl_conn_ops *ops,
                                                         void *opaque, const char *hostname,
                                                         struct ctl_conn **out);

@@ -56,7 +56,7 @@ struct term_pending {
 enum state { ST_IDLE, ST_BOOTING, ST_READY, ST_STOPPING, ST_FAILING, ST_DONE };
 
 struct vm_runner {
-    struct server_loop *loop;
+    struct loop *loop;
     const struct vm_runner_ops *ops;
     void *opaque;
     enum state state;
@@ -107,7 +107,7 @@ const char *vm_runner_vmm_status_text(int status)
     }
 }
 
-int vm_runner_create(struct server_loop *l, const struct vm_runner_ops *ops, void *opaque,
+int vm_runner_create(struct loop *l, const struct vm_runner_ops *ops, void *opaque,
                      struct vm_runner **out)
 {
     struct vm_runner *r = calloc(1, sizeof(*r));
@@ -167,7 +167,7 @@ static void remove_run_dir(struct vm_runner *r, bool keep_log)
 static void close_fd(struct vm_runner *r, int *fd)
 {
     if (*fd >= 0) {
-        server_loop_del(r->loop, *fd);
+        loop_del(r->loop, *fd);
         close(*fd);
         *fd = -1;
     }
@@ -580,7 +580,7 @@ static void on_term_header(void *opaque, uint32_t events)
     if (p->n < sizeof(p->hdr))
         return;
     int fd = p->fd;
-    server_loop_del(r->loop, fd);
+    loop_del(r->loop, fd);
     p->fd = -1;
     if (tframe_hello_parse(p->hdr, &id) || r->state != ST_READY || !r->ops->on_terminal) {
         LOG_WARN("event=terminal_refused reason=%s",
@@ -604,7 +604,7 @@ static void on_term_accept(void *opaque, uint32_t events)
             continue;
         p->fd = fd;
         p->n = 0;
-        if (server_loop_add(r->loop, fd, EPOLLIN, on_term_header, p) == 0)
+        if (loop_add(r->loop, fd, EPOLLIN, on_term_header, p) == 0)
             return;
         p->fd = -1;
         break;
@@ -614,7 +614,7 @@ static void on_term_accept(void *opaque, uint32_t events)
 }
 
 /* Listen on `path` (non-blocking, close-on-exec) with `fn` on the loop. 0 or -errno. */
-static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, server_loop_fn fn)
+static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, loop_fn fn)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
@@ -628,7 +628,7 @@ static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, serve
         close(fd);
         return -err;
     }
-    int rc = server_loop_add(r->loop, fd, EPOLLIN, fn, r);
+    int rc = loop_add(r->loop, fd, EPOLLIN, fn, r);
     if (rc) {
         close(fd);
         return rc;
@@ -777,7 +777,7 @@ static int spawn_vmm(struct vm_runner *r, const char *config_path)
     if (pfd < 0)
         return -errno;
     r->pid_fd = pfd;
-    return server_loop_add(r->loop, pfd, EPOLLIN, on_vmm_exit, r);
+    return loop_add(r->loop, pfd, EPOLLIN, on_vmm_exit, r);
 }
 
 int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, char *err,
@@ -873,7 +873,7 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
         snprintf(err, errlen, "cannot listen on %s: %s", r->listen_path, strerror(-rc));
         goto out;
     }
-    rc = server_loop_add(r->loop, r->listen_fd, EPOLLIN, on_accept, r);
+    rc = loop_add(r->loop, r->listen_fd, EPOLLIN, on_accept, r);
     if (rc) {
         snprintf(err, errlen, "event loop: %s", strerror(-rc));
         goto out;
@@ -894,7 +894,7 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
         snprintf(err, errlen, "timerfd: %s", strerror(-rc));
         goto out;
     }
-    rc = server_loop_add(r->loop, r->timer_fd, EPOLLIN, on_timer, r);
+    rc = loop_add(r->loop, r->timer_fd, EPOLLIN, on_timer, r);
     if (!rc)
         rc = write_config(r, cfg, config_path);
     if (rc) {

@@ -4,7 +4,7 @@
  * process group, answers the agent's hello within a boot timeout, then
  * carries execs over the control connection and tears everything down
  * (VMM reaped, sockets and run directory removed). Event-driven on a
- * server_loop with callbacks, so `capsem run` drives one and the daemon
+ * event loop (common/loop.h) with callbacks, so `capsem run` drives one and the daemon
  * can drive many on the same loop.
  */
 #ifndef CAPSEM_SERVER_VM_RUNNER_H
@@ -65,7 +65,7 @@ struct vm_runner_ops {
 };
 
 /* Allocate a runner on loop `l` (borrowed); `ops` is borrowed. 0 or -ENOMEM. */
-__attribute__((warn_unused_result)) int vm_runner_create(struct server_loop *l,
+__attribute__((warn_unused_result)) int vm_runner_create(struct loop *l,
                                                          const struct vm_runner_ops *ops,
                                                          void *opaque, struct vm_runner **out);
 /*

@@ -43,7 +43,7 @@ struct vmm_vm {
     int vm_fd;
     int sig_fd;
     struct vmm_mem mem;
-    struct vmm_loop *loop;
+    struct loop *loop;
     struct vmm_mmio_bus bus;
     struct vmm_serial *serial;
     struct vmm_pio pio;
@@ -66,7 +66,7 @@ static void vm_end(void *opaque, int status)
     int expected = -1;
     atomic_compare_exchange_strong(&vm->status, &expected, status);
     atomic_store(&vm->env.stop, true);
-    vmm_loop_stop(vm->loop);
+    loop_stop(vm->loop);
 }
 
 static void on_reset(void *opaque)
@@ -411,7 +411,7 @@ int vmm_vm_create(struct vmm_vm **out, const struct vmm_config *cfg)
     }
     for (unsigned i = 0; i < cfg->vcpus; i++)
         vm->vcpus[i].fd = -1;
-    if ((ret = vmm_loop_create(&vm->loop)))
+    if ((ret = loop_create(&vm->loop)))
         goto out;
     if ((ret = setup_kvm(vm, cfg->memory_mib << 20)))
         goto out;
@@ -458,7 +458,7 @@ int vmm_vm_run(struct vmm_vm *vm, bool seccomp)
         return VMM_EXIT_VMM_ERROR;
     }
     vm->sig_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    if (vm->sig_fd < 0 || vmm_loop_add(vm->loop, vm->sig_fd, 0x001 /* EPOLLIN */, on_signal, vm)) {
+    if (vm->sig_fd < 0 || loop_add(vm->loop, vm->sig_fd, 0x001 /* EPOLLIN */, on_signal, vm)) {
         LOG_ERR("msg=\"cannot watch signals\" errno=%d", errno);
         return VMM_EXIT_VMM_ERROR;
     }
@@ -492,7 +492,7 @@ int vmm_vm_run(struct vmm_vm *vm, bool seccomp)
 
     /* A stop requested before the loop started (early crash) still ends it at once. */
     if (atomic_load(&vm->status) < 0) {
-        ret = vmm_loop_run(vm->loop);
+        ret = loop_run(vm->loop);
         if (ret)
             vm_end(vm, VMM_EXIT_VMM_ERROR);
     }
@@ -518,10 +518,10 @@ void vmm_vm_destroy(struct vmm_vm *vm)
         vmm_pio_fini(&vm->pio);
     vmm_serial_destroy(vm->serial);
     if (vm->sig_fd >= 0) {
-        vmm_loop_del(vm->loop, vm->sig_fd);
+        loop_del(vm->loop, vm->sig_fd);
         close(vm->sig_fd);
     }
-    vmm_loop_destroy(vm->loop);
+    loop_destroy(vm->loop);
     free(vm->cpuid);
     if (vm->vm_fd >= 0)
         close(vm->vm_fd);

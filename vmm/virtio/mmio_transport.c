@@ -532,12 +532,12 @@ int virtio_mmio_create(struct virtio_mmio **out, const struct virtio_host *host,
         }
     }
     if (host->loop) {
-        ret = vmm_loop_add(host->loop, t->ctl_fd, EPOLLIN, on_ctl, t);
+        ret = loop_add(host->loop, t->ctl_fd, EPOLLIN, on_ctl, t);
         if (ret < 0)
             goto out;
         t->in_loop[VIRTIO_MAX_QUEUES] = true;
         for (unsigned i = 0; i < nq; i++) {
-            ret = vmm_loop_add(host->loop, t->notify_fd[i], EPOLLIN, on_notify, &t->nctx[i]);
+            ret = loop_add(host->loop, t->notify_fd[i], EPOLLIN, on_notify, &t->nctx[i]);
             if (ret < 0)
                 goto out;
             t->in_loop[i] = true;
@@ -570,12 +570,12 @@ void virtio_mmio_destroy(struct virtio_mmio *t)
         return;
     for (unsigned i = 0; i < VIRTIO_MAX_QUEUES; i++) {
         if (t->in_loop[i])
-            vmm_loop_del(t->host.loop, t->notify_fd[i]);
+            loop_del(t->host.loop, t->notify_fd[i]);
         if (t->notify_fd[i] >= 0)
             close(t->notify_fd[i]);
     }
     if (t->in_loop[VIRTIO_MAX_QUEUES])
-        vmm_loop_del(t->host.loop, t->ctl_fd);
+        loop_del(t->host.loop, t->ctl_fd);
     if (t->ctl_fd >= 0)
         close(t->ctl_fd);
     t->dev->ops->destroy(t->dev);

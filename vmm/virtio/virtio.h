@@ -24,7 +24,7 @@ struct virtio_mmio; /* a transport window bound to one device */
 struct virtio_host {
     const struct vmm_mem *mem;
     /* Device back-ends run on this loop's thread. */
-    struct vmm_loop *loop;
+    struct loop *loop;
     /*
      * Ask KVM to signal `fd` when the guest writes the 4-byte value
      * `datamatch` at guest physical `addr` (KVM_IOEVENTFD). NULL in unit
@@ -51,7 +51,7 @@ void virtio_mmio_access(void *opaque, uint64_t offset, uint8_t *data, uint32_t l
 
 /*
  * Run the transport's and the device back-end's pending loop-thread work
- * once, without waiting. For unit tests and hosts that run no vmm_loop
+ * once, without waiting. For unit tests and hosts that run no event loop
  * (host->loop NULL); never call it while a loop owns the device.
  */
 void virtio_mmio_poll(struct virtio_mmio *t);

@@ -209,7 +209,7 @@ static int vsock_attach(struct virtio_dev *d)
 
     if (!d->host->loop)
         return 0;
-    ret = vmm_loop_add(d->host->loop, v->bops->fd(v->b), EPOLLIN, on_backend, v);
+    ret = loop_add(d->host->loop, v->bops->fd(v->b), EPOLLIN, on_backend, v);
     if (ret == 0)
         v->in_loop = true;
     return ret;
@@ -230,7 +230,7 @@ static void vsock_destroy(struct virtio_dev *d)
     if (!v)
         return;
     if (v->in_loop)
-        vmm_loop_del(d->host->loop, v->bops->fd(v->b));
+        loop_del(d->host->loop, v->bops->fd(v->b));
     if (v->b)
         v->bops->destroy(v->b);
     free(v);

@@ -293,10 +293,10 @@ static void *guest_thread(void *arg)
 static void run_scenario(struct scenario *s)
 {
     int sv[2];
-    struct server_loop *l;
+    struct loop *l;
     pthread_t t;
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(server_loop_create(&l), 0);
+    assert_int_equal(loop_create(&l), 0);
     buf_init(&s->out, 0);
     buf_init(&s->err, 0);
     buf_init(&s->guest_stdin, 0);
@@ -305,11 +305,11 @@ static void run_scenario(struct scenario *s)
     assert_int_equal(pthread_create(&t, NULL, guest_thread, s), 0);
     time_t deadline = time(NULL) + 20;
     while (!s->closed && time(NULL) < deadline)
-        assert_true(server_loop_run_once(l, 200) >= 0);
+        assert_true(loop_run_once(l, 200) >= 0);
     assert_true(s->closed);
     pthread_join(t, NULL);
     ctl_conn_destroy(s->conn);
-    server_loop_destroy(l);
+    loop_destroy(l);
     close(sv[1]);
 }
 
@@ -583,18 +583,18 @@ static void test_ctl_conn_exec_before_hello_refused(void **state)
 {
     (void)state;
     int sv[2];
-    struct server_loop *l;
+    struct loop *l;
     struct ctl_conn *c;
     struct scenario s = {0};
     uint32_t id;
     const char *argv[] = {"x"};
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(server_loop_create(&l), 0);
+    assert_int_equal(loop_create(&l), 0);
     assert_int_equal(ctl_conn_create(l, sv[0], &ops, &s, NULL, &c), 0);
     assert_int_equal(ctl_conn_exec(c, argv, 1, NULL, 0, NULL, false, &id), -ENOTCONN);
     assert_int_equal(ctl_conn_send_stdin(c, 1, "x", 1), -ENOTCONN);
     ctl_conn_destroy(c);
-    server_loop_destroy(l);
+    loop_destroy(l);
     close(sv[1]);
 }
 

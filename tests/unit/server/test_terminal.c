@@ -136,7 +136,7 @@ static int fake_terminal_guest(const char *uds)
 /* ---- the host side -------------------------------------------------------------------- */
 
 struct session {
-    struct server_loop *loop;
+    struct loop *loop;
     struct vm_runner *r;
     bool terminal; /* cfg.terminal */
     bool ready;
@@ -160,7 +160,7 @@ static void s_term(void *opaque, uint32_t events)
     struct session *s = opaque;
     ssize_t n = read(s->term_fd, s->screen + s->screen_len, sizeof(s->screen) - 1 - s->screen_len);
     if (n <= 0) {
-        server_loop_del(s->loop, s->term_fd);
+        loop_del(s->loop, s->term_fd);
         close(s->term_fd);
         s->term_fd = -1;
         return;
@@ -205,7 +205,7 @@ static void s_terminal(void *opaque, uint32_t id, int fd)
     }
     s->terminals++;
     s->term_fd = fd;
-    assert_int_equal(server_loop_add(s->loop, fd, EPOLLIN, s_term, s), 0);
+    assert_int_equal(loop_add(s->loop, fd, EPOLLIN, s_term, s), 0);
 }
 
 static void s_exit(void *opaque, const struct ctl_exit *e)
@@ -233,7 +233,7 @@ static void run_session(struct session *s)
     s->term_fd = -1;
     s->status = -1;
     setenv("FAKE_TERM_MODE", s->terminal ? "pty" : "plain", 1);
-    assert_int_equal(server_loop_create(&s->loop), 0);
+    assert_int_equal(loop_create(&s->loop), 0);
     assert_int_equal(vm_runner_create(s->loop, &s_ops, s, &s->r), 0);
     struct vm_runner_config cfg = {
         .vmm_path = self_exe,
@@ -250,14 +250,14 @@ static void run_session(struct session *s)
     assert_int_equal(vm_runner_start(s->r, &cfg, err, sizeof(err)), 0);
     time_t deadline = time(NULL) + 30;
     while (!s->done && time(NULL) < deadline)
-        assert_true(server_loop_run_once(s->loop, 200) >= 0);
+        assert_true(loop_run_once(s->loop, 200) >= 0);
     assert_true(s->done);
     if (s->term_fd >= 0) {
-        server_loop_del(s->loop, s->term_fd);
+        loop_del(s->loop, s->term_fd);
         close(s->term_fd);
     }
     vm_runner_destroy(s->r);
-    server_loop_destroy(s->loop);
+    loop_destroy(s->loop);
 }
 
 static void test_vm_runner_terminal_session_end_to_end(void **state)

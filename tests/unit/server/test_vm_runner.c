@@ -105,10 +105,10 @@ static int count_entries(const char *dir)
 static void run_mode(const char *mode, unsigned boot_timeout_ms, struct result *res, char *dir_out,
                      size_t dir_size, int *pid_out)
 {
-    struct server_loop *l;
+    struct loop *l;
     char err[512];
     setenv("FAKE_VMM_MODE", mode, 1);
-    assert_int_equal(server_loop_create(&l), 0);
+    assert_int_equal(loop_create(&l), 0);
     assert_int_equal(vm_runner_create(l, &t_ops, res, &res->r), 0);
     struct vm_runner_config cfg = {
         .vmm_path = self_exe,
@@ -129,10 +129,10 @@ static void run_mode(const char *mode, unsigned boot_timeout_ms, struct result *
     assert_int_equal(st.st_mode & 0777, 0700);
     time_t deadline = time(NULL) + 30;
     while (!res->done && time(NULL) < deadline)
-        assert_true(server_loop_run_once(l, 200) >= 0);
+        assert_true(loop_run_once(l, 200) >= 0);
     assert_true(res->done);
     vm_runner_destroy(res->r);
-    server_loop_destroy(l);
+    loop_destroy(l);
     /* The VMM is reaped: its pid no longer exists (or belongs to no child of ours). */
     assert_int_equal(waitpid(*pid_out, NULL, WNOHANG), -1);
     assert_int_equal(kill(*pid_out, 0), -1);
@@ -240,11 +240,11 @@ static void test_vm_runner_start_connection_lost(void **state)
 static void test_vm_runner_destroy_mid_boot_kills_and_cleans(void **state)
 {
     (void)state;
-    struct server_loop *l;
+    struct loop *l;
     struct result res = {0};
     char err[512];
     setenv("FAKE_VMM_MODE", "silent", 1);
-    assert_int_equal(server_loop_create(&l), 0);
+    assert_int_equal(loop_create(&l), 0);
     assert_int_equal(vm_runner_create(l, &t_ops, &res, &res.r), 0);
     struct vm_runner_config cfg = {.vmm_path = self_exe,
                                    .kernel = self_exe,
@@ -258,9 +258,9 @@ static void test_vm_runner_destroy_mid_boot_kills_and_cleans(void **state)
     int pid = vm_runner_vmm_pid(res.r);
     char dir[1100];
     snprintf(dir, sizeof(dir), "%s", vm_runner_dir(res.r));
-    server_loop_run_once(l, 100);
+    loop_run_once(l, 100);
     vm_runner_destroy(res.r);
-    server_loop_destroy(l);
+    loop_destroy(l);
     assert_false(res.done); /* no callbacks from destroy */
     assert_int_equal(kill(pid, 0), -1);
     assert_int_equal(access(dir, F_OK), -1);
@@ -269,11 +269,11 @@ static void test_vm_runner_destroy_mid_boot_kills_and_cleans(void **state)
 static void test_vm_runner_start_missing_pieces(void **state)
 {
     (void)state;
-    struct server_loop *l;
+    struct loop *l;
     struct vm_runner *r;
     struct result res = {0};
     char err[512];
-    assert_int_equal(server_loop_create(&l), 0);
+    assert_int_equal(loop_create(&l), 0);
     struct vm_runner_config cfg = {.vmm_path = self_exe,
                                    .kernel = self_exe,
                                    .initrd = self_exe,
@@ -304,7 +304,7 @@ static void test_vm_runner_start_missing_pieces(void **state)
 
     assert_int_equal(count_entries(base), 0);
     assert_false(res.done);
-    server_loop_destroy(l);
+    loop_destroy(l);
 }
 
 static void test_vm_runner_vmm_status_text_names_each_status(void **state)

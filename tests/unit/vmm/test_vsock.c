@@ -5,7 +5,7 @@
  * service behind <uds>_5000. Covers config space, connect/relay, bulk data
  * both ways with credit (throughput printed, never asserted), malformed tx
  * chains, a corrupt ring (NEEDS_RESET), device reset closing host sockets,
- * and one run on a real vmm_loop thread.
+ * and one run on a real event-loop thread.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -87,7 +87,7 @@ static void post_rx(struct fx *f, uint16_t i)
     tq_avail(f->ram, &f->q[0], (uint16_t)(2 * i));
 }
 
-static void fx_init(struct fx *f, struct vmm_loop *loop)
+static void fx_init(struct fx *f, struct loop *loop)
 {
     struct virtio_dev *d;
     char path[160];
@@ -608,7 +608,7 @@ static void test_vsock_corrupt_ring_needs_reset_and_reset_closes(void **state)
 }
 
 struct loop_thread {
-    struct vmm_loop *loop;
+    struct loop *loop;
     pthread_t th;
 };
 
@@ -616,7 +616,7 @@ static void *run_loop(void *arg)
 {
     struct loop_thread *lt = arg;
 
-    (void)vmm_loop_run(lt->loop);
+    (void)loop_run(lt->loop);
     return NULL;
 }
 
@@ -630,7 +630,7 @@ static void test_vsock_on_loop_thread(void **state)
     int fd = -1;
 
     (void)state;
-    assert_int_equal(vmm_loop_create(&lt.loop), 0);
+    assert_int_equal(loop_create(&lt.loop), 0);
     fx_init(&f, lt.loop);
     assert_int_equal(pthread_create(&lt.th, NULL, run_loop, &lt), 0);
     f.gport = 300;
@@ -650,11 +650,11 @@ static void test_vsock_on_loop_thread(void **state)
         usleep(5000);
     assert_int_equal(len, VSOCK_HDR_SIZE + 4);
     assert_memory_equal(f.ram + RXBUF + 8192u * (id / 2) + 64, "back", 4);
-    vmm_loop_stop(lt.loop);
+    loop_stop(lt.loop);
     pthread_join(lt.th, NULL);
     close(fd);
     fx_fini(&f);
-    vmm_loop_destroy(lt.loop);
+    loop_destroy(lt.loop);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)

@@ -1,6 +1,6 @@
 /*
- * The VMM event loop: epoll over borrowed fds plus one eventfd that
- * vmm_loop_stop() writes. Watch entries removed during a batch of events are
+ * The event loop: epoll over borrowed fds plus one eventfd that loop_stop()
+ * writes. Watch entries removed during a batch of events are
  * parked and freed only after the batch, so a callback may remove its own fd
  * or any other one without the loop touching freed memory.
  */
@@ -20,23 +20,23 @@
 struct watch {
     int fd;
     bool dead;
-    vmm_loop_fn fn;
+    loop_fn fn;
     void *opaque;
     struct watch *next;
 };
 
-struct vmm_loop {
+struct loop {
     int epfd;
     int stopfd;
-    atomic_int stop; /* set by vmm_loop_stop(), possibly from a signal handler */
+    atomic_int stop; /* set by loop_stop(), possibly from a signal handler */
     struct watch *live;
     struct watch *dead; /* removed during the current batch; freed after it */
 };
 
-int vmm_loop_create(struct vmm_loop **out)
+int loop_create(struct loop **out)
 {
     int ret = 0;
-    struct vmm_loop *l = calloc(1, sizeof(*l));
+    struct loop *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
     l->epfd = -1;
@@ -59,7 +59,7 @@ int vmm_loop_create(struct vmm_loop **out)
     *out = l;
     l = NULL;
 out:
-    vmm_loop_destroy(l);
+    loop_destroy(l);
     return ret;
 }
 
@@ -72,7 +72,7 @@ static void free_list(struct watch *w)
     }
 }
 
-void vmm_loop_destroy(struct vmm_loop *l)
+void loop_destroy(struct loop *l)
 {
     if (!l)
         return;
@@ -85,7 +85,7 @@ void vmm_loop_destroy(struct vmm_loop *l)
     free(l);
 }
 
-static struct watch **find(struct vmm_loop *l, int fd)
+static struct watch **find(struct loop *l, int fd)
 {
     for (struct watch **pp = &l->live; *pp; pp = &(*pp)->next)
         if ((*pp)->fd == fd)
@@ -93,7 +93,7 @@ static struct watch **find(struct vmm_loop *l, int fd)
     return NULL;
 }
 
-int vmm_loop_add(struct vmm_loop *l, int fd, uint32_t events, vmm_loop_fn fn, void *opaque)
+int loop_add(struct loop *l, int fd, uint32_t events, loop_fn fn, void *opaque)
 {
     if (fd < 0 || !fn)
         return -EINVAL;
@@ -116,7 +116,7 @@ int vmm_loop_add(struct vmm_loop *l, int fd, uint32_t events, vmm_loop_fn fn, vo
     return 0;
 }
 
-int vmm_loop_mod(struct vmm_loop *l, int fd, uint32_t events)
+int loop_mod(struct loop *l, int fd, uint32_t events)
 {
     struct watch **pp = find(l, fd);
     if (!pp)
@@ -127,7 +127,7 @@ int vmm_loop_mod(struct vmm_loop *l, int fd, uint32_t events)
     return 0;
 }
 
-int vmm_loop_del(struct vmm_loop *l, int fd)
+int loop_del(struct loop *l, int fd)
 {
     struct watch **pp = find(l, fd);
     if (!pp)
@@ -142,39 +142,57 @@ int vmm_loop_del(struct vmm_loop *l, int fd)
     return 0;
 }
 
-int vmm_loop_run(struct vmm_loop *l)
+/* One epoll_wait and its callbacks; the batch ends early once stop is set. */
+static int run_batch(struct loop *l, int timeout_ms)
 {
     struct epoll_event evs[32];
-    while (!l->stop) {
-        int n = epoll_wait(l->epfd, evs, 32, -1);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int ret = -errno;
-            LOG_ERR("msg=\"epoll_wait failed\" errno=%d", -ret);
-            return ret;
-        }
-        for (int i = 0; i < n && !l->stop; i++) {
-            struct watch *w = evs[i].data.ptr;
-            if (!w) {
-                uint64_t v;
-                if (read(l->stopfd, &v, sizeof(v)) < 0) {
-                    /* Nothing to do: the flag below is what counts. */
-                }
-                continue;
+    int n = epoll_wait(l->epfd, evs, 32, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        int ret = -errno;
+        LOG_ERR("msg=\"epoll_wait failed\" errno=%d", -ret);
+        return ret;
+    }
+    int ran = 0;
+    for (int i = 0; i < n && !l->stop; i++) {
+        struct watch *w = evs[i].data.ptr;
+        if (!w) {
+            uint64_t v;
+            if (read(l->stopfd, &v, sizeof(v)) < 0) {
+                /* Nothing to do: the flag is what counts. */
             }
-            if (w->dead)
-                continue;
-            w->fn(w->opaque, evs[i].events);
+            continue;
         }
-        free_list(l->dead);
-        l->dead = NULL;
+        if (w->dead)
+            continue;
+        w->fn(w->opaque, evs[i].events);
+        ran++;
+    }
+    free_list(l->dead);
+    l->dead = NULL;
+    return ran;
+}
+
+int loop_run_once(struct loop *l, int timeout_ms)
+{
+    int ret = run_batch(l, timeout_ms);
+    l->stop = 0;
+    return ret;
+}
+
+int loop_run(struct loop *l)
+{
+    while (!l->stop) {
+        int ret = run_batch(l, -1);
+        if (ret < 0)
+            return ret;
     }
     l->stop = 0;
     return 0;
 }
 
-void vmm_loop_stop(struct vmm_loop *l)
+void loop_stop(struct loop *l)
 {
     uint64_t one = 1;
     l->stop = 1;
