@@ -627,6 +627,39 @@ int cli_run_paths(const struct cli_run_opts *o, struct cli_paths *p)
     return 0;
 }
 
+void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
+                       struct vm_runner_config *cfg)
+{
+    *cfg = (struct vm_runner_config){
+        .vmm_path = p->vmm,
+        .kernel = p->kernel,
+        .initrd = p->initrd,
+        .append = o->append,
+        .workspace = o->workspace,
+        .rootfs = o->rootfs,
+        .mem_mib = o->mem_mib,
+        .cpus = o->cpus,
+        .run_base = p->run_base,
+        .boot_timeout_ms = o->boot_timeout_s * 1000u,
+        .keep_logs = o->keep_logs,
+    };
+}
+
+bool cli_block_signals(int extra, sigset_t *mask, sigset_t *old)
+{
+    static const int optional[] = {SIGINT, SIGHUP, SIGQUIT};
+    sigemptyset(mask);
+    sigaddset(mask, SIGTERM);
+    if (extra)
+        sigaddset(mask, extra);
+    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++) {
+        struct sigaction sa;
+        if (sigaction(optional[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
+            sigaddset(mask, optional[i]);
+    }
+    return sigprocmask(SIG_BLOCK, mask, old) == 0;
+}
+
 int cli_run_main(int argc, char **argv)
 {
     struct cli_run_opts o;
@@ -656,17 +689,7 @@ int cli_run_main(int argc, char **argv)
         goto out;
 
     /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    /* Like ssh, keep ignoring what we were started with ignored (nohup, background jobs). */
-    static const int optional[] = {SIGINT, SIGHUP, SIGQUIT};
-    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++) {
-        struct sigaction sa;
-        if (sigaction(optional[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
-            sigaddset(&mask, optional[i]);
-    }
-    if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
-        masked = true;
+    masked = cli_block_signals(0, &mask, &old);
     signal(SIGPIPE, SIG_IGN);
     nonblock_if_pipe(STDOUT_FILENO, &saved_out);
     nonblock_if_pipe(STDERR_FILENO, &saved_err);
@@ -692,19 +715,8 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
-    struct vm_runner_config cfg = {
-        .vmm_path = paths.vmm,
-        .kernel = paths.kernel,
-        .initrd = paths.initrd,
-        .append = o.append,
-        .workspace = o.workspace,
-        .rootfs = o.rootfs,
-        .mem_mib = o.mem_mib,
-        .cpus = o.cpus,
-        .run_base = paths.run_base,
-        .boot_timeout_ms = o.boot_timeout_s * 1000u,
-        .keep_logs = o.keep_logs,
-    };
+    struct vm_runner_config cfg;
+    cli_runner_config(&o, &paths, &cfg);
     if (vm_runner_start(r.runner, &cfg, err, sizeof(err))) {
         fprintf(stderr, "capsem: %s\n", err);
         goto out;

@@ -6,6 +6,7 @@
 #ifndef CAPSEM_SERVER_CLI_RUN_H
 #define CAPSEM_SERVER_CLI_RUN_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -62,6 +63,25 @@ struct cli_paths {
  */
 __attribute__((warn_unused_result)) int cli_run_paths(const struct cli_run_opts *o,
                                                       struct cli_paths *p);
+
+struct vm_runner_config;
+
+/*
+ * Fill *cfg for a VM booted with these options and paths (both borrowed: they
+ * must outlive the runner's start). Shared by `capsem run` and `capsem shell`
+ * so an option added to one boots the same VM in the other.
+ */
+void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
+                       struct vm_runner_config *cfg);
+
+/*
+ * Block the signals a CLI session handles on its signalfd: SIGTERM, `extra`
+ * (0 for none), and SIGINT/SIGHUP/SIGQUIT unless they were inherited ignored
+ * (nohup, background jobs: like ssh, keep ignoring them). Fills *mask with
+ * that set and *old with the previous mask; returns true when the mask was
+ * changed (restore it with sigprocmask(SIG_SETMASK, old, NULL)).
+ */
+bool cli_block_signals(int extra, sigset_t *mask, sigset_t *old);
 
 /* The usage text of `capsem run`. */
 const char *cli_run_usage(void);

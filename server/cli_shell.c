@@ -456,17 +456,7 @@ int cli_shell_main(int argc, char **argv)
     }
     s.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : (isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1);
 
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGWINCH);
-    static const int optional[] = {SIGINT, SIGHUP, SIGQUIT};
-    for (size_t i = 0; i < sizeof(optional) / sizeof(optional[0]); i++) {
-        struct sigaction sa;
-        if (sigaction(optional[i], NULL, &sa) == 0 && sa.sa_handler != SIG_IGN)
-            sigaddset(&mask, optional[i]);
-    }
-    if (sigprocmask(SIG_BLOCK, &mask, &old) == 0)
-        masked = true;
+    masked = cli_block_signals(SIGWINCH, &mask, &old);
     signal(SIGPIPE, SIG_IGN);
     if (loop_create(&s.loop)) {
         fprintf(stderr, "capsem: cannot create the event loop\n");
@@ -490,19 +480,9 @@ int cli_shell_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
-    struct vm_runner_config cfg = {
-        .vmm_path = paths.vmm,
-        .kernel = paths.kernel,
-        .initrd = paths.initrd,
-        .append = o.append,
-        .workspace = o.workspace,
-        .mem_mib = o.mem_mib,
-        .cpus = o.cpus,
-        .run_base = paths.run_base,
-        .boot_timeout_ms = o.boot_timeout_s * 1000u,
-        .keep_logs = o.keep_logs,
-        .terminal = true,
-    };
+    struct vm_runner_config cfg;
+    cli_runner_config(&o, &paths, &cfg);
+    cfg.terminal = true;
     if (vm_runner_start(s.runner, &cfg, err, sizeof(err))) {
         fprintf(stderr, "capsem: %s\n", err);
         goto out;
