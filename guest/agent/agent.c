@@ -411,6 +411,30 @@ static int pipe_pair(int p[2], bool parent_reads)
 }
 
 /*
+ * posix_spawn `path` and open a pidfd for the child, so the loop learns of its
+ * end without signal handlers. On failure no child is left running. 0 or -errno.
+ */
+static int spawn_watched(const char *path, const posix_spawn_file_actions_t *fa,
+                         const posix_spawnattr_t *at, char *const argv[], char *const envp[],
+                         pid_t *pid_out, int *pidfd_out)
+{
+    pid_t pid;
+    int rc = -posix_spawn(&pid, path, fa, at, argv, envp);
+    if (rc)
+        return rc;
+    int pfd = pidfd_open(pid, 0);
+    if (pfd < 0) {
+        rc = -errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return rc;
+    }
+    *pid_out = pid;
+    *pidfd_out = pfd;
+    return 0;
+}
+
+/*
  * Start `argv` for exec `e` with posix_spawn (vfork-like, so starting is
  * cheap even from a big process); the child gets its own process group,
  * default signal dispositions and an empty signal mask. 0 or -errno.
@@ -467,16 +491,10 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
         goto out;
 
     pid_t pid;
-    rc = -posix_spawn(&pid, path, &fa, &at, argv, envp);
+    int pfd;
+    rc = spawn_watched(path, &fa, &at, argv, envp, &pid, &pfd);
     if (rc)
         goto out;
-    int pfd = pidfd_open(pid, 0);
-    if (pfd < 0) {
-        rc = -errno;
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        goto out;
-    }
     e->pid = pid;
     e->pidw.fd = pfd;
     e->out[0].fd = out_p[0];
@@ -566,16 +584,10 @@ static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *
     if (rc)
         goto out;
     pid_t pid;
-    rc = -posix_spawn(&pid, path, &fa, &at, argv, envp);
+    int pfd;
+    rc = spawn_watched(path, &fa, &at, argv, envp, &pid, &pfd);
     if (rc)
         goto out;
-    int pfd = pidfd_open(pid, 0);
-    if (pfd < 0) {
-        rc = -errno;
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        goto out;
-    }
     e->pid = pid;
     e->pidw.fd = pfd;
     e->out[0].fd = master;
