@@ -137,9 +137,9 @@ static int blk_io(struct blk_dev *b, bool write, unsigned niov, uint64_t pos)
 }
 
 /* Serve one well-formed chain; returns the used length. */
-static uint32_t blk_request(struct blk_dev *b)
+static uint32_t blk_request(void *ctx, struct vq_chain *c)
 {
-    struct vq_chain *c = &b->chain;
+    struct blk_dev *b = ctx;
     uint8_t hdr[16];
     uint32_t type;
     uint64_t sector;
@@ -230,38 +230,8 @@ out:
 static void blk_notify(struct virtio_dev *d, unsigned qi)
 {
     struct blk_dev *b = (struct blk_dev *)d;
-    struct vq *q = &d->vqs[qi];
-    unsigned budget = q->size;
 
-    for (;;) {
-        int ret = vmm_vq_pop(q, &b->chain, VQ_POP_READ_BEFORE_WRITE);
-        uint32_t used = 0;
-
-        if (ret == 0) {
-            if (!vmm_vq_enable_notify(q))
-                break;
-            continue;
-        }
-        if (ret == -EPROTO) {
-            if (virtio_log_allowed(&b->rl, 5))
-                LOG_WARN("msg=\"virtio-blk queue corrupt\" err=\"%s\"", vmm_vq_err_str(q->err));
-            virtio_dev_needs_reset(d);
-            return;
-        }
-        if (ret == -EIO) {
-            if (virtio_log_allowed(&b->rl, 5))
-                LOG_WARN("msg=\"virtio-blk bad chain\" err=\"%s\"", vmm_vq_err_str(b->chain.err));
-        } else {
-            used = blk_request(b);
-        }
-        if (vmm_vq_push(q, b->chain.head, used) < 0)
-            break;
-        if (--budget == 0) {
-            virtio_dev_kick(d, qi);
-            break;
-        }
-    }
-    virtio_dev_interrupt_queue(d, qi);
+    virtio_dev_serve_queue(d, qi, &b->chain, VQ_POP_READ_BEFORE_WRITE, &b->rl, blk_request, b);
 }
 
 static void blk_reset(struct virtio_dev *d)

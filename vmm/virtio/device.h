@@ -99,4 +99,22 @@ struct virtio_ratelimit {
 };
 bool virtio_log_allowed(struct virtio_ratelimit *rl, unsigned burst);
 
+/*
+ * Serve one request (the popped `c`) and return the bytes written into its
+ * device-writable part. `ctx` is the device's own pointer.
+ */
+typedef uint32_t (*virtio_serve_fn)(void *ctx, struct vq_chain *c);
+
+/*
+ * The request loop of a device that answers each chain by itself (rng, blk,
+ * fs): pop chains from queue `qi` with `pop_flags` into `c`, serve them, push
+ * them used; a malformed chain is returned with length 0 and logged (rate
+ * limited by `rl`), a corrupt queue sets NEEDS_RESET. Work per call is bounded
+ * by the queue size (the rest is kicked to a later call); the interrupt is
+ * raised once at the end if the guest wants it. Loop thread.
+ */
+void virtio_dev_serve_queue(struct virtio_dev *d, unsigned qi, struct vq_chain *c,
+                            unsigned pop_flags, struct virtio_ratelimit *rl, virtio_serve_fn serve,
+                            void *ctx);
+
 #endif

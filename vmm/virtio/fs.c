@@ -71,9 +71,9 @@ static void fs_config_write(struct virtio_dev *d, uint32_t off, const uint8_t *d
 }
 
 /* Serve one popped chain; returns the bytes written into it. */
-static uint32_t serve(struct fs_dev *f)
+static uint32_t serve(void *ctx, struct vq_chain *c)
 {
-    struct vq_chain *c = &f->chain;
+    struct fs_dev *f = ctx;
     size_t in_len = c->rd_len;
     size_t reply;
     if (in_len > VMM_FUSE_BUF_SIZE) {
@@ -97,38 +97,8 @@ static uint32_t serve(struct fs_dev *f)
 static void fs_notify(struct virtio_dev *d, unsigned qi)
 {
     struct fs_dev *f = (struct fs_dev *)d;
-    struct vq *q = &d->vqs[qi];
-    unsigned budget = q->size;
 
-    for (;;) {
-        int ret = vmm_vq_pop(q, &f->chain, VQ_POP_READ_BEFORE_WRITE);
-        uint32_t written = 0;
-
-        if (ret == 0) {
-            if (!vmm_vq_enable_notify(q))
-                break;
-            continue;
-        }
-        if (ret == -EPROTO) {
-            if (virtio_log_allowed(&f->rl, 5))
-                LOG_WARN("msg=\"virtio-fs queue corrupt\" err=\"%s\"", vmm_vq_err_str(q->err));
-            virtio_dev_needs_reset(d);
-            return;
-        }
-        if (ret == -EIO) {
-            if (virtio_log_allowed(&f->rl, 5))
-                LOG_WARN("msg=\"virtio-fs bad chain\" err=\"%s\"", vmm_vq_err_str(f->chain.err));
-        } else {
-            written = serve(f);
-        }
-        if (vmm_vq_push(q, f->chain.head, written) < 0)
-            break;
-        if (--budget == 0) {
-            virtio_dev_kick(d, qi);
-            break;
-        }
-    }
-    virtio_dev_interrupt_queue(d, qi);
+    virtio_dev_serve_queue(d, qi, &f->chain, VQ_POP_READ_BEFORE_WRITE, &f->rl, serve, f);
 }
 
 static void fs_reset(struct virtio_dev *d)

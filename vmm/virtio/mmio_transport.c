@@ -205,6 +205,46 @@ void virtio_dev_kick(struct virtio_dev *d, unsigned q)
         signal_fd(d->transport->notify_fd[q]);
 }
 
+void virtio_dev_serve_queue(struct virtio_dev *d, unsigned qi, struct vq_chain *c,
+                            unsigned pop_flags, struct virtio_ratelimit *rl, virtio_serve_fn serve,
+                            void *ctx)
+{
+    struct vq *q = &d->vqs[qi];
+    unsigned budget = q->size;
+
+    for (;;) {
+        int ret = vmm_vq_pop(q, c, pop_flags);
+        uint32_t written = 0;
+
+        if (ret == 0) {
+            if (!vmm_vq_enable_notify(q))
+                break;
+            continue;
+        }
+        if (ret == -EPROTO) {
+            if (virtio_log_allowed(rl, 5))
+                LOG_WARN("msg=\"virtio-%s queue corrupt\" err=\"%s\"", d->ops->name,
+                         vmm_vq_err_str(q->err));
+            virtio_dev_needs_reset(d);
+            return;
+        }
+        if (ret == -EIO) {
+            if (virtio_log_allowed(rl, 5))
+                LOG_WARN("msg=\"virtio-%s bad chain\" err=\"%s\"", d->ops->name,
+                         vmm_vq_err_str(c->err));
+        } else {
+            written = serve(ctx, c);
+        }
+        if (vmm_vq_push(q, c->head, written) < 0)
+            break;
+        if (--budget == 0) {
+            virtio_dev_kick(d, qi);
+            break;
+        }
+    }
+    virtio_dev_interrupt_queue(d, qi);
+}
+
 static void on_notify(void *opaque, uint32_t events)
 {
     struct notify_ctx *c = opaque;

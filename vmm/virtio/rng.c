@@ -52,47 +52,26 @@ static size_t fill_random(void *p, size_t len)
     return done;
 }
 
+static uint32_t serve_rng(void *ctx, struct vq_chain *c)
+{
+    uint32_t written = 0;
+
+    (void)ctx;
+    for (unsigned i = 0; i < c->nwr; i++) {
+        size_t n = fill_random(c->wr[i].iov_base, c->wr[i].iov_len);
+
+        written += (uint32_t)n;
+        if (n < c->wr[i].iov_len)
+            break;
+    }
+    return written;
+}
+
 static void rng_notify(struct virtio_dev *d, unsigned qi)
 {
     struct rng_dev *r = (struct rng_dev *)d;
-    struct vq *q = &d->vqs[qi];
-    unsigned budget = q->size;
 
-    for (;;) {
-        int ret = vmm_vq_pop(q, &r->chain, 0);
-        uint32_t written = 0;
-
-        if (ret == 0) {
-            if (!vmm_vq_enable_notify(q))
-                break;
-            continue;
-        }
-        if (ret == -EPROTO) {
-            if (virtio_log_allowed(&r->rl, 5))
-                LOG_WARN("msg=\"virtio-rng queue corrupt\" err=\"%s\"", vmm_vq_err_str(q->err));
-            virtio_dev_needs_reset(d);
-            return;
-        }
-        if (ret == -EIO) {
-            if (virtio_log_allowed(&r->rl, 5))
-                LOG_WARN("msg=\"virtio-rng bad request\" err=\"%s\"", vmm_vq_err_str(r->chain.err));
-        } else {
-            for (unsigned i = 0; i < r->chain.nwr; i++) {
-                size_t n = fill_random(r->chain.wr[i].iov_base, r->chain.wr[i].iov_len);
-
-                written += (uint32_t)n;
-                if (n < r->chain.wr[i].iov_len)
-                    break;
-            }
-        }
-        if (vmm_vq_push(q, r->chain.head, written) < 0)
-            break;
-        if (--budget == 0) {
-            virtio_dev_kick(d, qi);
-            break;
-        }
-    }
-    virtio_dev_interrupt_queue(d, qi);
+    virtio_dev_serve_queue(d, qi, &r->chain, 0, &r->rl, serve_rng, r);
 }
 
 static void rng_reset(struct virtio_dev *d)
