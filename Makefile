@@ -22,10 +22,10 @@ asan:
 # On a host whose /dev/kvm cannot run guest kernels at useful speed (nested
 # KVM without hardware support), the main job runs inside the KVM test bed.
 run: build
-	@if $(BUILD)/bin/capsem-vmm --probe >/dev/null 2>&1; then \
+	@if probe=$$($(BUILD)/bin/capsem-vmm --probe 2>&1); then \
 	    $(BUILD)/bin/capsem run -- uname -a; \
 	else \
-	    $(BUILD)/bin/capsem-vmm --probe || true; \
+	    echo "$$probe"; \
 	    echo "make run: this host's KVM cannot run guests directly; using the KVM test bed"; \
 	    tests/kvm-bed/run -- $(BUILD)/bin/capsem run -- uname -a; \
 	fi
