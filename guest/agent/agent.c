@@ -411,15 +411,33 @@ static int pipe_pair(int p[2], bool parent_reads)
 }
 
 /*
- * posix_spawn `path` and open a pidfd for the child, so the loop learns of its
- * end without signal handlers. On failure no child is left running. 0 or -errno.
+ * posix_spawn `path` with default signal dispositions, an empty signal mask
+ * and `flags` (POSIX_SPAWN_SETPGROUP for a new process group, or
+ * POSIX_SPAWN_SETSID for a new session), then open a pidfd for the child so
+ * the loop learns of its end without signal handlers. On failure no child is
+ * left running. 0 or -errno.
  */
-static int spawn_watched(const char *path, const posix_spawn_file_actions_t *fa,
-                         const posix_spawnattr_t *at, char *const argv[], char *const envp[],
-                         pid_t *pid_out, int *pidfd_out)
+static int spawn_watched(const char *path, const posix_spawn_file_actions_t *fa, short flags,
+                         char *const argv[], char *const envp[], pid_t *pid_out, int *pidfd_out)
 {
+    posix_spawnattr_t at;
+    sigset_t none, all;
     pid_t pid;
-    int rc = -posix_spawn(&pid, path, fa, at, argv, envp);
+    int rc = -posix_spawnattr_init(&at);
+    if (rc)
+        return rc;
+    sigemptyset(&none);
+    sigfillset(&all);
+    rc = -posix_spawnattr_setflags(&at, flags | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc && (flags & POSIX_SPAWN_SETPGROUP))
+        rc = -posix_spawnattr_setpgroup(&at, 0);
+    if (!rc)
+        rc = -posix_spawnattr_setsigmask(&at, &none);
+    if (!rc)
+        rc = -posix_spawnattr_setsigdefault(&at, &all);
+    if (!rc)
+        rc = -posix_spawn(&pid, path, fa, &at, argv, envp);
+    posix_spawnattr_destroy(&at);
     if (rc)
         return rc;
     int pfd = pidfd_open(pid, 0);
@@ -444,9 +462,7 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
 {
     int in_p[2] = {-1, -1}, out_p[2] = {-1, -1}, err_p[2] = {-1, -1};
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    bool fa_ok = false, at_ok = false;
-    sigset_t none, all;
+    bool fa_ok = false;
     int rc;
 
     if ((rc = pipe_pair(out_p, true)) || (rc = pipe_pair(err_p, true)))
@@ -462,10 +478,6 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
     if (rc)
         goto out;
     fa_ok = true;
-    rc = -posix_spawnattr_init(&at);
-    if (rc)
-        goto out;
-    at_ok = true;
     if (e->want_stdin)
         rc = -posix_spawn_file_actions_adddup2(&fa, in_p[0], 0);
     else
@@ -476,23 +488,12 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
         rc = -posix_spawn_file_actions_adddup2(&fa, err_p[1], 2);
     if (!rc)
         rc = -posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    sigemptyset(&none);
-    sigfillset(&all);
-    if (!rc)
-        rc = -posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
-                                                POSIX_SPAWN_SETSIGDEF);
-    if (!rc)
-        rc = -posix_spawnattr_setpgroup(&at, 0);
-    if (!rc)
-        rc = -posix_spawnattr_setsigmask(&at, &none);
-    if (!rc)
-        rc = -posix_spawnattr_setsigdefault(&at, &all);
     if (rc)
         goto out;
 
     pid_t pid;
     int pfd;
-    rc = spawn_watched(path, &fa, &at, argv, envp, &pid, &pfd);
+    rc = spawn_watched(path, &fa, POSIX_SPAWN_SETPGROUP, argv, envp, &pid, &pfd);
     if (rc)
         goto out;
     e->pid = pid;
@@ -507,8 +508,6 @@ static int spawn_child(struct exec *e, const char *path, char *const *argv, char
 out:
     if (fa_ok)
         posix_spawn_file_actions_destroy(&fa);
-    if (at_ok)
-        posix_spawnattr_destroy(&at);
     for (int i = 0; i < 2; i++) {
         if (in_p[i] >= 0)
             close(in_p[i]);
@@ -533,9 +532,7 @@ static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *
     int master = -1, slave = -1, wr = -1;
     char name[128];
     posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    bool fa_ok = false, at_ok = false;
-    sigset_t none, all;
+    bool fa_ok = false;
     int rc;
 
     master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
@@ -561,10 +558,6 @@ static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *
     if (rc)
         goto out;
     fa_ok = true;
-    rc = -posix_spawnattr_init(&at);
-    if (rc)
-        goto out;
-    at_ok = true;
     rc = -posix_spawn_file_actions_addopen(&fa, 0, name, O_RDWR, 0);
     if (!rc)
         rc = -posix_spawn_file_actions_adddup2(&fa, 0, 1);
@@ -572,20 +565,11 @@ static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *
         rc = -posix_spawn_file_actions_adddup2(&fa, 0, 2);
     if (!rc)
         rc = -posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    sigemptyset(&none);
-    sigfillset(&all);
-    if (!rc)
-        rc = -posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                                POSIX_SPAWN_SETSIGDEF);
-    if (!rc)
-        rc = -posix_spawnattr_setsigmask(&at, &none);
-    if (!rc)
-        rc = -posix_spawnattr_setsigdefault(&at, &all);
     if (rc)
         goto out;
     pid_t pid;
     int pfd;
-    rc = spawn_watched(path, &fa, &at, argv, envp, &pid, &pfd);
+    rc = spawn_watched(path, &fa, POSIX_SPAWN_SETSID, argv, envp, &pid, &pfd);
     if (rc)
         goto out;
     e->pid = pid;
@@ -597,8 +581,6 @@ static int spawn_pty(struct exec *e, const char *path, char *const *argv, char *
 out:
     if (fa_ok)
         posix_spawn_file_actions_destroy(&fa);
-    if (at_ok)
-        posix_spawnattr_destroy(&at);
     if (master >= 0)
         close(master);
     if (slave >= 0)
