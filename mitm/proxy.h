@@ -1,0 +1,43 @@
+/*
+ * The MITM proxy: serves guest TCP connections arriving on vsock port 5002
+ * (schemas/vsock-net.md). For each: read the header, tell TLS from plain HTTP
+ * by the first byte, terminate TLS with a minted leaf, parse HTTP/1.1
+ * requests, decide each by policy (403 naming the rule when blocked), forward
+ * allowed ones upstream over verified TLS (or plain HTTP), stream bodies both
+ * ways without buffering, and report one net_event per exchange to the sink.
+ * Each connection runs on a thread of the proxy's, so the caller's event
+ * loop never blocks.
+ */
+#ifndef CAPSEM_MITM_PROXY_H
+#define CAPSEM_MITM_PROXY_H
+
+#include "dns.h"
+#include "policy.h"
+#include "sink.h"
+#include "tls.h"
+
+struct mitm_proxy;
+
+struct mitm_proxy_config {
+    struct policy_store *policy; /* borrowed; the current policy decides each request */
+    struct mitm_certs *certs;    /* borrowed */
+    struct dns_pool *pool;       /* borrowed, may be NULL */
+    struct sink sink;
+    const char *upstream_ca_file; /* extra trusted CA for upstreams, or NULL */
+    unsigned connect_timeout_ms;  /* upstream connect + handshake; 0 = 10 s */
+    unsigned idle_timeout_ms;     /* no bytes either way; 0 = 5 min */
+    unsigned max_connections;     /* at once; 0 = 512; more are refused with a log line */
+};
+
+/* 0 or -errno with a reason in err. */
+__attribute__((warn_unused_result)) int mitm_proxy_create(const struct mitm_proxy_config *cfg,
+                                                          struct mitm_proxy **out, char *err,
+                                                          size_t errlen);
+/* Serve one accepted port-5002 connection (takes `fd`). 0 or -errno (fd closed). */
+int mitm_proxy_serve(struct mitm_proxy *p, int fd);
+/* Connections being served now. */
+unsigned mitm_proxy_active(struct mitm_proxy *p);
+/* Close every connection, join the threads, free. Accepts NULL. */
+void mitm_proxy_destroy(struct mitm_proxy *p);
+
+#endif
