@@ -1,0 +1,56 @@
+/*
+ * A session's network services on the host: the local CA, the policy (corp
+ * file, then the user's config; reloaded when either file changes, the old
+ * policy kept when the new one is bad), the DNS address pool, the MITM proxy
+ * (vsock port 5002), the DNS service (port 5004) and the session database
+ * they report to. The session runner hands every accepted guest connection on
+ * those ports to netsvc_accept(); each service serves it on threads of its
+ * own, so the loop never blocks.
+ */
+#ifndef CAPSEM_SERVER_NETSVC_H
+#define CAPSEM_SERVER_NETSVC_H
+
+#include "loop.h"
+
+#include <stddef.h>
+
+#define NETSVC_PORT_PROXY 5002u
+#define NETSVC_PORT_DNS 5004u
+
+struct netsvc;
+
+struct netsvc_config {
+    const char *home;        /* $CAPSEM_HOME: holds ca/ and config.json */
+    const char *session_dir; /* holds session.db */
+    const char *corp_path;   /* NULL = $CAPSEM_CORP_CONFIG or /etc/capsem/corp.json */
+    const char *user_path;   /* NULL = <home>/config.json */
+};
+
+/*
+ * Open the CA (creating it on first use), load the policy, open the session
+ * database and start the services; watch the two config files on `l`
+ * (borrowed, loop thread). On failure returns -errno with a one-line reason
+ * in err (a bad config file names the file, the JSON path and the problem).
+ */
+__attribute__((warn_unused_result)) int netsvc_start(struct loop *l,
+                                                     const struct netsvc_config *cfg,
+                                                     struct netsvc **out, char *err, size_t errlen);
+/* The CA certificate (PEM) the guest must trust. */
+const char *netsvc_ca_pem(const struct netsvc *n);
+/* The extra HTTP ports as "8080,3000" for the kernel command line ("" when none). */
+const char *netsvc_http_ports(const struct netsvc *n);
+/* Path of the session database. */
+const char *netsvc_db_path(const struct netsvc *n);
+/* Serve an accepted guest connection on vsock `port` (takes `fd`). */
+void netsvc_accept(struct netsvc *n, unsigned port, int fd);
+/*
+ * Re-read the config files now. 0 with the new policy in force for the next
+ * request, or -errno with the reason in err and the previous policy kept.
+ */
+int netsvc_reload(struct netsvc *n, char *err, size_t errlen);
+/* Wait until every event so far is in the database. 0 or -errno. */
+int netsvc_flush(struct netsvc *n);
+/* Close every connection, stop the services, flush and close the database. Accepts NULL. */
+void netsvc_stop(struct netsvc *n);
+
+#endif
