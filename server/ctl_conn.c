@@ -31,6 +31,7 @@ struct ctl_conn {
     const struct ctl_conn_ops *ops;
     void *opaque;
     const char *hostname;
+    const char *ca_pem;
     struct buf in;
     struct buf out;
     bool hello_done;
@@ -147,6 +148,10 @@ static bool handle_hello(struct ctl_conn *c, json_t *msg)
     json_t *ans = json_pack("{s:s, s:i, s:I}", "type", "hello", "protocol", FRAME_PROTOCOL_VERSION,
                             "time_ns", now);
     if (ans && c->hostname && json_object_set_new(ans, "hostname", json_string(c->hostname))) {
+        json_decref(ans);
+        ans = NULL;
+    }
+    if (ans && c->ca_pem && json_object_set_new(ans, "ca_pem", json_string(c->ca_pem))) {
         json_decref(ans);
         ans = NULL;
     }
@@ -560,4 +565,9 @@ int ctl_exit_status(const struct ctl_exit *e)
     if (e->signal > 0)
         return 128 + e->signal;
     return e->code & 0xff;
+}
+
+void ctl_conn_set_ca(struct ctl_conn *c, const char *ca_pem)
+{
+    c->ca_pem = ca_pem;
 }

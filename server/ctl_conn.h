@@ -72,6 +72,12 @@ __attribute__((warn_unused_result)) int ctl_conn_create(struct loop *l, int fd,
                                                         const struct ctl_conn_ops *ops,
                                                         void *opaque, const char *hostname,
                                                         struct ctl_conn **out);
+/*
+ * The CA certificate (PEM, borrowed, must outlive the conn) sent as `ca_pem`
+ * in the answer to the guest's hello, for its trust store. Call before the
+ * hello arrives (right after ctl_conn_create); NULL sends none.
+ */
+void ctl_conn_set_ca(struct ctl_conn *c, const char *ca_pem);
 /* Stop watching and close the socket. Accepts NULL. */
 void ctl_conn_destroy(struct ctl_conn *c);
 

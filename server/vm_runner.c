@@ -70,6 +70,15 @@ struct vm_runner {
     char term_path[1100]; /* <uds>_5001 when cfg.terminal, else "" */
     int term_listen_fd;
     struct term_pending pend[TERM_PENDING];
+    /* Extra vsock ports (cfg.vsock_ports) and their listeners. */
+    struct port_listener {
+        struct vm_runner *r;
+        unsigned port;
+        int fd;
+        char path[1100];
+    } ports[VM_RUNNER_MAX_PORTS];
+    size_t n_ports;
+    const char *ca_pem;
     int timer_fd;
     int pid_fd;
     int vmm_pid;
@@ -119,6 +128,8 @@ int vm_runner_create(struct loop *l, const struct vm_runner_ops *ops, void *opaq
     r->listen_fd = r->timer_fd = r->pid_fd = r->term_listen_fd = -1;
     for (int i = 0; i < TERM_PENDING; i++)
         r->pend[i] = (struct term_pending){.r = r, .fd = -1};
+    for (int i = 0; i < VM_RUNNER_MAX_PORTS; i++)
+        r->ports[i] = (struct port_listener){.r = r, .fd = -1};
     r->vmm_pid = -1;
     *out = r;
     return 0;
@@ -184,6 +195,8 @@ static void release(struct vm_runner *r, bool keep_log)
     close_fd(r, &r->term_listen_fd);
     for (int i = 0; i < TERM_PENDING; i++)
         close_fd(r, &r->pend[i].fd);
+    for (size_t i = 0; i < r->n_ports; i++)
+        close_fd(r, &r->ports[i].fd);
     close_fd(r, &r->timer_fd);
     if (r->vmm_pid > 0 && !r->vmm_reaped) {
         kill_vmm(r);
@@ -559,7 +572,25 @@ static void on_accept(void *opaque, uint32_t events)
     if (rc) {
         close(fd);
         fail(r, rc, "cannot serve the guest connection", true);
+        return;
     }
+    ctl_conn_set_ca(r->conn, r->ca_pem);
+}
+
+/* A guest connection to one of the extra ports: handed over as it is. */
+static void on_port_accept(void *opaque, uint32_t events)
+{
+    (void)events;
+    struct port_listener *pl = opaque;
+    struct vm_runner *r = pl->r;
+    int fd = accept4(pl->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0)
+        return;
+    if (!r->ops->on_vsock || r->state == ST_STOPPING || r->state == ST_DONE) {
+        close(fd);
+        return;
+    }
+    r->ops->on_vsock(r->opaque, pl->port, fd);
 }
 
 /* More of a terminal connection's header; hands the connection over once it is whole. */
@@ -613,8 +644,8 @@ static void on_term_accept(void *opaque, uint32_t events)
     close(fd);
 }
 
-/* Listen on `path` (non-blocking, close-on-exec) with `fn` on the loop. 0 or -errno. */
-static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, loop_fn fn)
+/* Listen on `path` (non-blocking, close-on-exec) with `fn(opaque)` on the loop. 0 or -errno. */
+static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, loop_fn fn, void *opaque)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path))
@@ -628,7 +659,7 @@ static int listen_unix(struct vm_runner *r, const char *path, int *fd_out, loop_
         close(fd);
         return -err;
     }
-    int rc = loop_add(r->loop, fd, EPOLLIN, fn, r);
+    int rc = loop_add(r->loop, fd, EPOLLIN, fn, opaque);
     if (rc) {
         close(fd);
         return rc;
@@ -882,9 +913,29 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
         if (snprintf(r->term_path, sizeof(r->term_path), "%s_%d", r->uds, TERMINAL_PORT) < 0)
             rc = -ENAMETOOLONG;
         else
-            rc = listen_unix(r, r->term_path, &r->term_listen_fd, on_term_accept);
+            rc = listen_unix(r, r->term_path, &r->term_listen_fd, on_term_accept, r);
         if (rc) {
             snprintf(err, errlen, "cannot listen on %s: %s", r->term_path, strerror(-rc));
+            goto out;
+        }
+    }
+    if (cfg->n_vsock_ports > VM_RUNNER_MAX_PORTS) {
+        rc = -E2BIG;
+        snprintf(err, errlen, "too many vsock ports (%zu, limit %d)", cfg->n_vsock_ports,
+                 VM_RUNNER_MAX_PORTS);
+        goto out;
+    }
+    r->ca_pem = cfg->ca_pem;
+    for (size_t i = 0; i < cfg->n_vsock_ports; i++) {
+        struct port_listener *pl = &r->ports[i];
+        pl->port = cfg->vsock_ports[i];
+        r->n_ports = i + 1;
+        if (snprintf(pl->path, sizeof(pl->path), "%s_%u", r->uds, pl->port) < 0)
+            rc = -ENAMETOOLONG;
+        else
+            rc = listen_unix(r, pl->path, &pl->fd, on_port_accept, pl);
+        if (rc) {
+            snprintf(err, errlen, "cannot listen on %s: %s", pl->path, strerror(-rc));
             goto out;
         }
     }

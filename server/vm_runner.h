@@ -37,7 +37,15 @@ struct vm_runner_config {
     bool keep_logs;           /* keep vm.log and vmm.json even after a clean run */
     const char *kvm_path;     /* device checked before booting; NULL = /dev/kvm */
     bool terminal;            /* also listen on <uds>_5001 for terminal connections (on_terminal) */
+    /* More guest-to-host vsock ports to listen on (<uds>_P), each accepted connection going to
+     * on_vsock; at most VM_RUNNER_MAX_PORTS. */
+    const unsigned *vsock_ports;
+    size_t n_vsock_ports;
+    /* CA certificate (PEM) sent to the guest in the hello answer, or NULL. */
+    const char *ca_pem;
 };
+
+#define VM_RUNNER_MAX_PORTS 8
 
 /* Callbacks on the loop thread; any may be NULL except on_done. */
 struct vm_runner_ops {
@@ -55,6 +63,11 @@ struct vm_runner_ops {
      * cfg.terminal; when NULL such connections are closed.
      */
     void (*on_terminal)(void *opaque, uint32_t id, int fd);
+    /*
+     * A guest connection to one of cfg.vsock_ports: `fd` (non-blocking) now
+     * belongs to the callee. When NULL such connections are closed.
+     */
+    void (*on_vsock)(void *opaque, unsigned port, int fd);
     /*
      * The VM is gone and its run state removed. err 0 after a clean
      * vm_runner_stop(); otherwise -errno and a one-line reason, and
