@@ -59,7 +59,10 @@ int policy_resolve_override(const struct policy *p, const char *host, unsigned p
 /* Extra TCP ports (besides 80 and 443) the guest sends to the proxy. */
 size_t policy_http_ports(const struct policy *p, const unsigned **ports);
 
-/* Holds the current policy; thread-safe. */
+/*
+ * Holds the current policy; thread-safe. Create takes the caller's reference
+ * to `initial` on success (none on failure).
+ */
 struct policy_store;
 __attribute__((warn_unused_result)) int policy_store_create(struct policy *initial,
                                                             struct policy_store **out);
