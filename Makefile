@@ -1,11 +1,16 @@
 # Thin wrapper over the one CMake build, so the quick start is two commands.
-#   make run    build everything (host programs, guest kernel, initramfs) and
-#               run the main job: capsem run -- uname -a
+#   make run    build everything (host programs, guest kernel, initramfs, the
+#               Debian root filesystem) and run the main job: capsem run -- uname -a
 #   make test   build, then run every test: unit, lint and kvm (real VMs) in the
 #               normal build, and the unit tests again under ASan + UBSan
+# The kernel and the root filesystem are cached in ~/.cache/capsem by the hash
+# of their inputs; their first build prints its progress (several minutes each).
+# CMAKE_FLAGS passes options to the configure step, e.g.
+#   make run CMAKE_FLAGS=-DCAPSEM_BUILD_ROOTFS=OFF     (initramfs only, no rootfs)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
+CMAKE_FLAGS ?=
 MAKEFLAGS += --no-print-directory
 
 .PHONY: all build asan run test clean
@@ -13,11 +18,11 @@ MAKEFLAGS += --no-print-directory
 all: build
 
 build:
-	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j$(JOBS)
 
 asan:
-	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Asan >/dev/null
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Asan $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j$(JOBS)
 
 # On a host whose /dev/kvm cannot run guest kernels at useful speed (nested
