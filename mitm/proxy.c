@@ -1,0 +1,1207 @@
+/*
+ * The MITM proxy engine (proxy.h). Each guest connection gets a thread that
+ * reads the CNET header, terminates TLS when the first byte is a handshake,
+ * then serves HTTP/1.1 exchanges one after another on that connection: read
+ * a request head, decide it by the policy current at that moment, answer a
+ * block with a 403 or forward it to a pooled upstream connection, and relay
+ * the request body and the response in one poll() loop, writing each piece
+ * on as soon as it is read (so SSE and other streams are never held back).
+ * A 101 to a WebSocket upgrade turns the connection into a byte relay. Each
+ * exchange ends with one net_event to the sink.
+ */
+#include "proxy.h"
+
+#include "buf.h"
+#include "http.h"
+#include "io.h"
+#include "log.h"
+#include "redact.h"
+#include "upstream.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CNET_FIXED 18
+#define CNET_NAME_MAX 64
+#define GBUF_CAP (HTTP_MAX_HEAD + 4096) /* guest bytes not yet handled: a head and what follows */
+#define UBUF_CAP (HTTP_MAX_HEAD + 4096) /* upstream response head being gathered */
+#define CHUNK (256 * 1024)              /* one read while relaying a body */
+#define WBUF_CAP (HTTP_MAX_HEAD + 1024) /* a rewritten head */
+#define HOST_MAX 256
+
+struct mitm_proxy {
+    struct policy_store *policy;
+    struct mitm_certs *certs;
+    struct dns_pool *pool;
+    struct sink sink;
+    int connect_timeout_ms;
+    int idle_timeout_ms;
+    unsigned max_connections;
+    SSL_CTX *client_ctx;
+    struct upstream_pool *ups;
+    pthread_mutex_t lock; /* guards conns, active, stopping */
+    pthread_cond_t idle;  /* signalled when active drops */
+    struct pconn *conns;
+    unsigned active;
+    bool stopping;
+};
+
+/* One guest connection, owned by its thread. */
+struct pconn {
+    struct mitm_proxy *p;
+    struct pconn *prev, *next; /* in p->conns, under p->lock */
+    int fd;
+    struct mitm_io g;
+    /* From the CNET header. */
+    uint16_t dport;
+    struct in_addr daddr;
+    int64_t pid;
+    char process[CNET_NAME_MAX + 1];
+    /* TLS: the name the leaf was chosen for (SNI or the DNS pool name). */
+    bool tls;
+    char tls_name[HOST_MAX];
+    const char *tls_version;
+    uint8_t *gbuf; /* guest bytes read but not yet handled */
+    size_t glen;
+    uint8_t *ubuf; /* upstream response head being gathered */
+    size_t ulen;
+    uint8_t *tmp; /* relay buffer */
+    char *wbuf;   /* rewritten head */
+};
+
+/* What one exchange reports. */
+struct exch {
+    int64_t t0_wall_us, t0_us;
+    char *method, *path, *query;
+    char host[HOST_MAX];
+    unsigned port;
+    int status;
+    int64_t ttfb_us;
+    enum decision decision;
+    const char *rule;
+    char error[300];
+    char *req_headers, *resp_headers;
+    struct http_body reqb, respb;
+    struct redact_capture reqcap, respcap;
+    int64_t tunnel_up, tunnel_down; /* WebSocket bytes each way */
+    bool upgraded;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static char *dup_slice(const char *p, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, p, len);
+        s[len] = '\0';
+    }
+    return s;
+}
+
+/* Printable copy of a guest slice for events and logs (controls become '.'). */
+static char *dup_printable(const char *p, size_t len)
+{
+    char *s = dup_slice(p, len);
+    if (s)
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f)
+                s[i] = '.';
+    return s;
+}
+
+static void exch_fini(struct exch *x)
+{
+    free(x->method);
+    free(x->path);
+    free(x->query);
+    free(x->req_headers);
+    free(x->resp_headers);
+}
+
+static void set_error(struct exch *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct exch *x, const char *fmt, ...)
+{
+    if (x->error[0])
+        return; /* the first cause is the one worth reporting */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->error, sizeof(x->error), fmt, ap);
+    va_end(ap);
+}
+
+/* Report one exchange (or one failed connection) to the sink. */
+static void emit(struct pconn *pc, struct exch *x)
+{
+    char *reqp = NULL, *respp = NULL;
+    if (x->reqcap.seen && redact_capture_preview(&x->reqcap, &reqp) < 0)
+        reqp = NULL;
+    if (x->respcap.seen && redact_capture_preview(&x->respcap, &respp) < 0)
+        respp = NULL;
+    struct net_event ev = {
+        .time_us = x->t0_wall_us ? x->t0_wall_us : wall_us(),
+        .process = pc->process[0] ? pc->process : NULL,
+        .pid = pc->pid,
+        .method = x->method,
+        .scheme = pc->tls ? "https" : "http",
+        .host = x->host[0] ? x->host : NULL,
+        .port = pc->dport,
+        .path = x->path,
+        .query = x->query,
+        .status = x->status,
+        .req_bytes = (int64_t)x->reqb.total + x->tunnel_up,
+        .resp_bytes = (int64_t)x->respb.total + x->tunnel_down,
+        .duration_us = x->t0_us ? mono_us() - x->t0_us : 0,
+        .ttfb_us = x->ttfb_us,
+        .decision = x->decision,
+        .rule = x->rule,
+        .tls_version = pc->tls ? pc->tls_version : NULL,
+        .error = x->error[0] ? x->error : NULL,
+        .req_headers = x->req_headers,
+        .resp_headers = x->resp_headers,
+        .req_preview = reqp,
+        .resp_preview = respp,
+    };
+    sink_net(&pc->p->sink, &ev);
+    free(reqp);
+    free(respp);
+}
+
+static void exch_start(struct exch *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->t0_wall_us = wall_us();
+    x->t0_us = mono_us();
+    x->ttfb_us = -1;
+    redact_capture_init(&x->reqcap, 0);
+    redact_capture_init(&x->respcap, 0);
+}
+
+/* ---- small answers from the proxy itself ---- */
+
+/* Send a complete response with a text body; `close` adds Connection: close. */
+static int send_simple(struct pconn *pc, struct exch *x, int status, const char *reason,
+                       const char *body, bool close_after, bool head_only)
+{
+    char msg[1024];
+    size_t blen = strlen(body);
+    int n =
+        snprintf(msg, sizeof(msg),
+                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                 "Content-Length: %zu\r\nConnection: %s\r\n\r\n%s",
+                 status, reason, blen, close_after ? "close" : "keep-alive", head_only ? "" : body);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return -EOVERFLOW;
+    if (x) {
+        x->status = status;
+        if (x->ttfb_us < 0)
+            x->ttfb_us = mono_us() - x->t0_us;
+    }
+    return mitm_io_write(&pc->g, msg, (size_t)n, pc->p->idle_timeout_ms);
+}
+
+/* ---- connection set-up ---- */
+
+/* Read exactly len bytes of the header (never past it: what follows is the guest's). */
+static int read_exact(struct pconn *pc, uint8_t *buf, size_t len)
+{
+    struct mitm_io raw = {.fd = pc->fd, .ssl = NULL};
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = mitm_io_read(&raw, buf + got, len - got, pc->p->idle_timeout_ms);
+        if (n == 0)
+            return -ECONNRESET;
+        if (n < 0)
+            return (int)n;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static int read_cnet(struct pconn *pc)
+{
+    uint8_t h[CNET_FIXED];
+    int r = read_exact(pc, h, sizeof(h));
+    if (r < 0) {
+        LOG_WARN("component=proxy msg=\"bad CNET header\" reason=%s",
+                 r == -ECONNRESET ? "short" : strerror(-r));
+        return -EPROTO;
+    }
+    uint16_t nlen = (uint16_t)(h[16] << 8 | h[17]);
+    const char *why = NULL;
+    if (memcmp(h, "CNET", 4) != 0)
+        why = "bad magic";
+    else if (h[4] != 1)
+        why = "unsupported version";
+    else if (h[5] != 4)
+        why = "unknown address family";
+    else if (nlen > CNET_NAME_MAX)
+        why = "process name too long";
+    if (why) {
+        LOG_WARN("component=proxy msg=\"bad CNET header\" reason=\"%s\"", why);
+        return -EPROTO;
+    }
+    pc->dport = (uint16_t)(h[6] << 8 | h[7]);
+    memcpy(&pc->daddr.s_addr, h + 8, 4); /* already network order */
+    pc->pid = (int64_t)be32_load(h + 12);
+    uint8_t name[CNET_NAME_MAX];
+    if (nlen && read_exact(pc, name, nlen) < 0) {
+        LOG_WARN("component=proxy msg=\"bad CNET header\" reason=\"short process name\"");
+        return -EPROTO;
+    }
+    for (size_t i = 0; i < nlen; i++)
+        pc->process[i] = (name[i] < 0x20 || name[i] >= 0x7f) ? '.' : (char)name[i];
+    pc->process[nlen] = '\0';
+    return 0;
+}
+
+/* Wait for and peek at the first guest byte after the header. */
+static int peek_first(struct pconn *pc, uint8_t *b)
+{
+    for (;;) {
+        ssize_t n = recv(pc->fd, b, 1, MSG_PEEK);
+        if (n == 1)
+            return 0;
+        if (n == 0)
+            return -ECONNRESET;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -errno;
+        int r = mitm_io_wait(pc->fd, POLLIN, pc->p->idle_timeout_ms);
+        if (r < 0)
+            return r;
+    }
+}
+
+/* Terminate the guest's TLS. On failure reports an event (decision block when no name). */
+static int tls_accept(struct pconn *pc)
+{
+    char fallback[HOST_MAX];
+    const char *fb = NULL;
+    if (pc->p->pool && dns_pool_lookup(pc->p->pool, pc->daddr, fallback, sizeof(fallback)) == 0)
+        fb = fallback;
+    SSL *ssl = NULL;
+    int r = mitm_tls_server_new(pc->p->certs, fb, &ssl);
+    if (r < 0) {
+        LOG_ERR("component=proxy msg=\"cannot create TLS session\" err=%d", r);
+        return r;
+    }
+    pc->g.ssl = ssl;
+    SSL_set_fd(ssl, pc->fd);
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    pc->tls = true;
+    int64_t deadline = mono_us() + (int64_t)pc->p->connect_timeout_ms * 1000;
+    for (;;) {
+        ERR_clear_error();
+        int a = SSL_accept(ssl);
+        if (a == 1)
+            break;
+        int e = SSL_get_error(ssl, a);
+        short want = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        int left = (int)((deadline - mono_us()) / 1000);
+        if (want && left > 0 && mitm_io_wait(pc->fd, want, left) == 0)
+            continue;
+        struct exch x;
+        exch_start(&x);
+        x.decision = DECISION_ALLOW;
+        const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+        if (!fb && !sni) {
+            x.decision = DECISION_BLOCK;
+            set_error(&x, "no server name");
+        } else {
+            char tmp[200];
+            set_error(&x, "guest TLS handshake: %s",
+                      want ? "timed out" : mitm_io_tls_error(tmp, sizeof(tmp)));
+            if (sni)
+                snprintf(x.host, sizeof(x.host), "%s", sni);
+            else if (fb)
+                snprintf(x.host, sizeof(x.host), "%s", fb);
+        }
+        x.t0_us = 0;
+        LOG_INFO("component=proxy msg=\"guest TLS handshake failed\" error=\"%s\"", x.error);
+        emit(pc, &x);
+        exch_fini(&x);
+        return -EPROTO;
+    }
+    const char *name = mitm_tls_server_name(ssl);
+    if (!name) {
+        /* Cannot happen after a successful handshake; refuse rather than guess. */
+        LOG_ERR("component=proxy msg=\"TLS handshake without a server name\"");
+        return -EPROTO;
+    }
+    snprintf(pc->tls_name, sizeof(pc->tls_name), "%s", name);
+    for (char *c = pc->tls_name; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    pc->tls_version = SSL_get_version(ssl);
+    return 0;
+}
+
+/* ---- request heads ---- */
+
+/*
+ * Gather a request head in gbuf. Returns its length, 0 when the guest closed
+ * cleanly between requests, or -errno (-EMSGSIZE, -EBADMSG with *why).
+ */
+static long read_request_head(struct pconn *pc, struct http_head *h, const char **why)
+{
+    for (;;) {
+        if (pc->glen) {
+            long r = http_parse_head((const char *)pc->gbuf, pc->glen, true, h, why);
+            if (r != 0)
+                return r;
+            if (pc->glen >= HTTP_MAX_HEAD)
+                return -EMSGSIZE;
+        }
+        if (pc->glen >= GBUF_CAP)
+            return -EMSGSIZE;
+        ssize_t n =
+            mitm_io_read(&pc->g, pc->gbuf + pc->glen, GBUF_CAP - pc->glen, pc->p->idle_timeout_ms);
+        if (n == 0)
+            return pc->glen ? -ECONNRESET : 0;
+        if (n < 0)
+            return n;
+        pc->glen += (size_t)n;
+    }
+}
+
+static void gbuf_consume(struct pconn *pc, size_t n)
+{
+    memmove(pc->gbuf, pc->gbuf + n, pc->glen - n);
+    pc->glen -= n;
+}
+
+/* A host name as policy and upstreams see it: lower case, [a-z0-9.-_] only. */
+static int normalize_host(const char *p, size_t len, char *out, size_t outlen)
+{
+    if (len == 0 || len >= outlen)
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        char c = (char)tolower((unsigned char)p[i]);
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
+            return -EINVAL;
+        out[i] = c;
+    }
+    out[len] = '\0';
+    if (out[len - 1] == '.') /* a trailing dot names the same host */
+        out[len - 1] = '\0';
+    return out[0] ? 0 : -EINVAL;
+}
+
+/* Split a Host header value "name[:port]". */
+static int parse_host_header(struct http_str v, char *host, size_t hostlen, unsigned *port)
+{
+    size_t nlen = v.len;
+    unsigned prt = 80;
+    const char *colon = memchr(v.p, ':', v.len);
+    if (colon) {
+        nlen = (size_t)(colon - v.p);
+        size_t plen = v.len - nlen - 1;
+        if (plen == 0 || plen > 5)
+            return -EINVAL;
+        unsigned val = 0;
+        for (size_t i = 0; i < plen; i++) {
+            if (colon[1 + i] < '0' || colon[1 + i] > '9')
+                return -EINVAL;
+            val = val * 10 + (unsigned)(colon[1 + i] - '0');
+        }
+        if (val == 0 || val > 65535)
+            return -EINVAL;
+        prt = val;
+    }
+    int r = normalize_host(v.p, nlen, host, hostlen);
+    if (r < 0)
+        return r;
+    *port = prt;
+    return 0;
+}
+
+/*
+ * The origin-form target of a request (absolute form reduced to its path):
+ * sets *o and *olen to the slice to send upstream. -EINVAL for other forms.
+ */
+static int origin_target(struct http_str t, const char **o, size_t *olen)
+{
+    static const char *const schemes[] = {"http://", "https://"};
+    if (t.len >= 1 && (t.p[0] == '/' || (t.len == 1 && t.p[0] == '*'))) {
+        *o = t.p;
+        *olen = t.len;
+        return 0;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        size_t sl = strlen(schemes[i]);
+        if (t.len >= sl && strncasecmp(t.p, schemes[i], sl) == 0) {
+            const char *rest = t.p + sl;
+            size_t rlen = t.len - sl;
+            const char *slash = memchr(rest, '/', rlen);
+            if (!slash) {
+                *o = "/";
+                *olen = 1;
+            } else {
+                *o = slash;
+                *olen = rlen - (size_t)(slash - rest);
+            }
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static bool is_hop_header(struct http_str name)
+{
+    return http_str_eq(name, "connection") || http_str_eq(name, "keep-alive") ||
+           http_str_eq(name, "proxy-connection") || http_str_eq(name, "proxy-authorization");
+}
+
+/* Append to wbuf at *len; false when it does not fit. */
+static bool wput(char *w, size_t *len, const char *p, size_t n)
+{
+    if (n > WBUF_CAP - *len)
+        return false;
+    memcpy(w + *len, p, n);
+    *len += n;
+    return true;
+}
+
+static bool wputs(char *w, size_t *len, const char *s)
+{
+    return wput(w, len, s, strlen(s));
+}
+
+/* Headers of h without the hop-by-hop ones (and without Upgrade unless kept). */
+static bool put_headers(char *w, size_t *len, const struct http_head *h, bool keep_upgrade)
+{
+    for (size_t i = 0; i < h->nheaders; i++) {
+        const struct http_header *hd = &h->headers[i];
+        if (is_hop_header(hd->name))
+            continue;
+        if (!keep_upgrade && http_str_eq(hd->name, "upgrade"))
+            continue;
+        if (!wput(w, len, hd->name.p, hd->name.len) || !wputs(w, len, ": ") ||
+            !wput(w, len, hd->value.p, hd->value.len) || !wputs(w, len, "\r\n"))
+            return false;
+    }
+    return true;
+}
+
+/* ---- one exchange ---- */
+
+struct reqinfo {
+    bool keep_alive;
+    bool websocket; /* an Upgrade: websocket request; the only upgrade passed on */
+    int minor;
+    enum http_body_kind kind;
+    int64_t content_length;
+};
+
+enum xresult {
+    XR_OK,          /* exchange finished; the guest connection may go on */
+    XR_CLOSE,       /* finished, but the guest connection ends here */
+    XR_RETRY,       /* a reused upstream connection died before answering; nothing sent */
+    XR_GUEST_ERROR, /* guest side failed; close without answering */
+};
+
+static bool body_done(const struct http_body *b)
+{
+    return b->done || (b->kind == HTTP_BODY_LENGTH && b->remaining == 0) ||
+           b->kind == HTTP_BODY_NONE;
+}
+
+/* Byte relay after a 101, until either side ends. */
+static void tunnel(struct pconn *pc, struct upstream_conn *up, struct exch *x)
+{
+    struct mitm_io *io[2] = {&pc->g, &up->io};
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = pc->fd, .events = POLLIN},
+                                {.fd = up->io.fd, .events = POLLIN}};
+        bool pend = mitm_io_pending(io[0]) || mitm_io_pending(io[1]);
+        int r = poll(pfd, 2, pend ? 0 : pc->p->idle_timeout_ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return;
+        if (r == 0 && !pend) {
+            set_error(x, "idle timeout");
+            return;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (!pfd[i].revents && !mitm_io_pending(io[i]))
+                continue;
+            ssize_t n = mitm_io_read(io[i], pc->tmp, CHUNK, 0);
+            if (n == -EAGAIN)
+                continue;
+            if (n <= 0)
+                return;
+            if (mitm_io_write(io[!i], pc->tmp, (size_t)n, pc->p->idle_timeout_ms) < 0)
+                return;
+            if (i == 0)
+                x->tunnel_up += n;
+            else
+                x->tunnel_down += n;
+        }
+    }
+}
+
+/* Write the rewritten final response head; sets *close_guest. */
+static int send_response_head(struct pconn *pc, const struct http_head *resp,
+                              const struct reqinfo *ri, bool close_guest)
+{
+    size_t len = 0;
+    char line[600];
+    int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %.*s\r\n", resp->minor, resp->status,
+                     (int)(resp->reason.len > 512 ? 512 : resp->reason.len), resp->reason.p);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return -EOVERFLOW;
+    bool ok = wput(pc->wbuf, &len, line, (size_t)n) &&
+              put_headers(pc->wbuf, &len, resp, resp->status == 101);
+    if (ok && resp->status == 101)
+        ok = wputs(pc->wbuf, &len, "Connection: Upgrade\r\n");
+    else if (ok && close_guest)
+        ok = wputs(pc->wbuf, &len, "Connection: close\r\n");
+    else if (ok && ri->minor == 0)
+        ok = wputs(pc->wbuf, &len, "Connection: keep-alive\r\n");
+    ok = ok && wputs(pc->wbuf, &len, "\r\n");
+    if (!ok)
+        return -EMSGSIZE;
+    return mitm_io_write(&pc->g, pc->wbuf, len, pc->p->idle_timeout_ms);
+}
+
+/*
+ * Relay one exchange over `up`: the request head in pc->wbuf[0..hlen) is
+ * sent first; then request body and response move in one poll loop.
+ * *up_reusable says whether the upstream connection may go back to the pool.
+ */
+static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const struct reqinfo *ri,
+                             size_t hlen, struct exch *x, bool *up_reusable)
+{
+    int idle = pc->p->idle_timeout_ms;
+    *up_reusable = false;
+    bool sent_to_guest = false; /* once true, errors can no longer become a 502 */
+    bool close_guest = !ri->keep_alive;
+    enum { R_HEAD, R_BODY, R_DONE } rs = R_HEAD;
+    struct http_head resp;
+    bool resp_keep = false;
+    bool extra = false; /* the upstream sent bytes past the response */
+    struct http_str mstr = {x->method, strlen(x->method)};
+
+    if (mitm_io_write(&up->io, pc->wbuf, hlen, idle) < 0) {
+        if (up->reused && ri->kind == HTTP_BODY_NONE)
+            return XR_RETRY;
+        set_error(x, "upstream %s:%u: connection lost while sending the request", x->host, x->port);
+        goto fail;
+    }
+    http_body_init(&x->reqb, ri->kind, ri->content_length);
+    if (!body_done(&x->reqb) && pc->glen) {
+        long m = http_body_feed(&x->reqb, pc->gbuf, pc->glen, redact_capture_add, &x->reqcap);
+        if (m < 0) {
+            set_error(x, "bad chunked request body");
+            goto bad_request;
+        }
+        if (mitm_io_write(&up->io, pc->gbuf, (size_t)m, idle) < 0) {
+            set_error(x, "upstream %s:%u: connection lost while sending the request", x->host,
+                      x->port);
+            goto fail;
+        }
+        gbuf_consume(pc, (size_t)m);
+    }
+    pc->ulen = 0;
+
+    while (!(body_done(&x->reqb) && rs == R_DONE)) {
+        bool want_g = !body_done(&x->reqb);
+        bool want_u = rs != R_DONE;
+        struct pollfd pfd[2];
+        int nf = 0, gi = -1, ui = -1;
+        if (want_g) {
+            gi = nf;
+            pfd[nf++] = (struct pollfd){.fd = pc->fd, .events = POLLIN};
+        }
+        if (want_u) {
+            ui = nf;
+            pfd[nf++] = (struct pollfd){.fd = up->io.fd, .events = POLLIN};
+        }
+        bool gpend = want_g && mitm_io_pending(&pc->g);
+        bool upend = want_u && mitm_io_pending(&up->io);
+        int r = poll(pfd, (nfds_t)nf, gpend || upend ? 0 : idle);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            set_error(x, "poll: %s", strerror(errno));
+            goto fail;
+        }
+        if (r == 0 && !gpend && !upend) {
+            set_error(x, "idle timeout");
+            goto fail;
+        }
+
+        if (gi >= 0 && (gpend || pfd[gi].revents)) {
+            ssize_t n = mitm_io_read(&pc->g, pc->tmp, CHUNK, 0);
+            if (n == 0 || (n < 0 && n != -EAGAIN)) {
+                set_error(x, "guest closed the connection during the request body");
+                *up_reusable = false;
+                return XR_GUEST_ERROR;
+            }
+            if (n > 0) {
+                long m =
+                    http_body_feed(&x->reqb, pc->tmp, (size_t)n, redact_capture_add, &x->reqcap);
+                if (m < 0) {
+                    set_error(x, "bad chunked request body");
+                    goto bad_request;
+                }
+                if (mitm_io_write(&up->io, pc->tmp, (size_t)m, idle) < 0) {
+                    set_error(x, "upstream %s:%u: connection lost while sending the request",
+                              x->host, x->port);
+                    goto fail;
+                }
+                if (m < n) { /* the next (pipelined) request has begun */
+                    memcpy(pc->gbuf, pc->tmp + m, (size_t)(n - m));
+                    pc->glen = (size_t)(n - m);
+                }
+            }
+        }
+
+        if (ui >= 0 && (upend || pfd[ui].revents)) {
+            if (rs == R_HEAD) {
+                if (pc->ulen >= UBUF_CAP) {
+                    set_error(x, "upstream %s:%u: response head too large", x->host, x->port);
+                    goto fail;
+                }
+                ssize_t n = mitm_io_read(&up->io, pc->ubuf + pc->ulen, UBUF_CAP - pc->ulen, 0);
+                if (n == -EAGAIN)
+                    continue;
+                if (n <= 0) {
+                    if (up->reused && !sent_to_guest && pc->ulen == 0 &&
+                        ri->kind == HTTP_BODY_NONE && x->ttfb_us < 0)
+                        return XR_RETRY;
+                    set_error(x, "upstream %s:%u: %s", x->host, x->port,
+                              n == 0         ? "connection closed before the response"
+                              : n == -EPROTO ? "TLS error"
+                                             : strerror((int)-n));
+                    goto fail;
+                }
+                if (x->ttfb_us < 0)
+                    x->ttfb_us = mono_us() - x->t0_us;
+                pc->ulen += (size_t)n;
+                for (;;) {
+                    const char *why = NULL;
+                    long hl = http_parse_head((const char *)pc->ubuf, pc->ulen, false, &resp, &why);
+                    if (hl == 0)
+                        break;
+                    if (hl < 0) {
+                        set_error(x, "upstream %s:%u: bad response: %s", x->host, x->port,
+                                  why ? why : "malformed");
+                        goto fail;
+                    }
+                    if (resp.status >= 100 && resp.status < 200 && resp.status != 101) {
+                        /* Interim (100 Continue, 103): pass on as is. */
+                        if (mitm_io_write(&pc->g, pc->ubuf, (size_t)hl, idle) < 0) {
+                            set_error(x, "guest closed the connection");
+                            return XR_GUEST_ERROR;
+                        }
+                        sent_to_guest = true;
+                        memmove(pc->ubuf, pc->ubuf + hl, pc->ulen - (size_t)hl);
+                        pc->ulen -= (size_t)hl;
+                        continue;
+                    }
+                    x->status = resp.status;
+                    free(x->resp_headers);
+                    x->resp_headers = NULL;
+                    if (redact_headers_json(&resp, &x->resp_headers) < 0)
+                        x->resp_headers = NULL;
+                    if (resp.status == 101) {
+                        if (!ri->websocket) {
+                            set_error(x, "upstream %s:%u: 101 without an upgrade request", x->host,
+                                      x->port);
+                            goto fail;
+                        }
+                        if (send_response_head(pc, &resp, ri, false) < 0 ||
+                            (pc->ulen > (size_t)hl &&
+                             mitm_io_write(&pc->g, pc->ubuf + hl, pc->ulen - (size_t)hl, idle) <
+                                 0)) {
+                            set_error(x, "guest closed the connection");
+                            return XR_GUEST_ERROR;
+                        }
+                        x->tunnel_down += (int64_t)(pc->ulen - (size_t)hl);
+                        if (pc->glen) {
+                            if (mitm_io_write(&up->io, pc->gbuf, pc->glen, idle) < 0)
+                                return XR_CLOSE;
+                            x->tunnel_up += (int64_t)pc->glen;
+                            pc->glen = 0;
+                        }
+                        x->upgraded = true;
+                        tunnel(pc, up, x);
+                        return XR_CLOSE;
+                    }
+                    enum http_body_kind k = http_body_kind(&resp, mstr);
+                    resp_keep = resp.keep_alive;
+                    if (k == HTTP_BODY_CLOSE)
+                        close_guest = true;
+                    if (send_response_head(pc, &resp, ri, close_guest) < 0) {
+                        set_error(x, "guest closed the connection");
+                        return XR_GUEST_ERROR;
+                    }
+                    sent_to_guest = true;
+                    http_body_init(&x->respb, k, resp.content_length);
+                    size_t rest = pc->ulen - (size_t)hl;
+                    if (rest && !body_done(&x->respb)) {
+                        long m = http_body_feed(&x->respb, pc->ubuf + hl, rest, redact_capture_add,
+                                                &x->respcap);
+                        if (m < 0) {
+                            set_error(x, "upstream %s:%u: bad chunked response body", x->host,
+                                      x->port);
+                            goto fail;
+                        }
+                        if (mitm_io_write(&pc->g, pc->ubuf + hl, (size_t)m, idle) < 0) {
+                            set_error(x, "guest closed the connection");
+                            return XR_GUEST_ERROR;
+                        }
+                        if ((size_t)m < rest)
+                            extra = true;
+                    } else if (rest) {
+                        extra = true;
+                    }
+                    pc->ulen = 0;
+                    rs = body_done(&x->respb) ? R_DONE : R_BODY;
+                    break;
+                }
+            } else if (rs == R_BODY) {
+                ssize_t n = mitm_io_read(&up->io, pc->tmp, CHUNK, 0);
+                if (n == -EAGAIN)
+                    continue;
+                if (n <= 0) {
+                    if (n == 0 && x->respb.kind == HTTP_BODY_CLOSE &&
+                        http_body_eof(&x->respb) == 0) {
+                        rs = R_DONE;
+                        resp_keep = false;
+                        continue;
+                    }
+                    set_error(x, "upstream %s:%u: response body cut short", x->host, x->port);
+                    goto fail;
+                }
+                long m =
+                    http_body_feed(&x->respb, pc->tmp, (size_t)n, redact_capture_add, &x->respcap);
+                if (m < 0) {
+                    set_error(x, "upstream %s:%u: bad chunked response body", x->host, x->port);
+                    goto fail;
+                }
+                if (mitm_io_write(&pc->g, pc->tmp, (size_t)m, idle) < 0) {
+                    set_error(x, "guest closed the connection");
+                    return XR_GUEST_ERROR;
+                }
+                if (m < n)
+                    extra = true;
+                if (body_done(&x->respb))
+                    rs = R_DONE;
+            }
+        }
+        /* An answer that came before the whole request body: end the connection after it. */
+        if (rs == R_DONE && !body_done(&x->reqb)) {
+            close_guest = true;
+            break;
+        }
+    }
+    *up_reusable = resp_keep && !extra && body_done(&x->reqb) && rs == R_DONE &&
+                   x->respb.kind != HTTP_BODY_CLOSE;
+    return close_guest ? XR_CLOSE : XR_OK;
+
+bad_request:
+    if (!sent_to_guest)
+        send_simple(pc, NULL, 400, "Bad Request", "bad request body\n", true, false);
+    x->status = sent_to_guest ? x->status : 400;
+    return XR_CLOSE;
+fail:
+    if (!sent_to_guest) {
+        char body[400];
+        snprintf(body, sizeof(body), "%s\n", x->error);
+        int st = x->status;
+        send_simple(pc, x, 502, "Bad Gateway", body, true, strcmp(x->method, "HEAD") == 0);
+        (void)st;
+    }
+    return XR_CLOSE;
+}
+
+/* ---- the connection loop ---- */
+
+/* Reject a request the proxy cannot serve: answer, report, end the connection. */
+static void reject(struct pconn *pc, struct exch *x, int status, const char *reason,
+                   const char *what)
+{
+    char body[300];
+    snprintf(body, sizeof(body), "%s\n", what);
+    set_error(x, "%s", what);
+    x->decision = DECISION_BLOCK;
+    send_simple(pc, x, status, reason, body, true, false);
+    emit(pc, x);
+}
+
+/* Serve requests until the guest closes, an error, or a Connection: close. */
+static void serve_http(struct pconn *pc)
+{
+    struct mitm_proxy *p = pc->p;
+    for (;;) {
+        struct http_head req;
+        const char *why = NULL;
+        long hl = read_request_head(pc, &req, &why);
+        if (hl == 0)
+            return;
+        struct exch x;
+        exch_start(&x);
+        if (pc->tls)
+            snprintf(x.host, sizeof(x.host), "%s", pc->tls_name);
+        if (hl == -EMSGSIZE) {
+            reject(pc, &x, 431, "Request Header Fields Too Large", "request head too large");
+            exch_fini(&x);
+            return;
+        }
+        if (hl == -EBADMSG) {
+            char what[200];
+            snprintf(what, sizeof(what), "bad request: %s", why ? why : "malformed");
+            reject(pc, &x, 400, "Bad Request", what);
+            exch_fini(&x);
+            return;
+        }
+        if (hl < 0) {
+            LOG_DEBUG("component=proxy msg=\"guest read failed\" err=%ld", hl);
+            exch_fini(&x);
+            return;
+        }
+        x.method = dup_printable(req.method.p, req.method.len);
+        const char *ot = NULL;
+        size_t olen = 0;
+        if (!x.method) {
+            exch_fini(&x);
+            return;
+        }
+        if (origin_target(req.target, &ot, &olen) < 0) {
+            x.path = dup_printable(req.target.p, req.target.len);
+            reject(pc, &x, 400, "Bad Request", "bad request: unsupported request target");
+            exch_fini(&x);
+            return;
+        }
+        const char *qm = memchr(ot, '?', olen);
+        size_t plen = qm ? (size_t)(qm - ot) : olen;
+        x.path = dup_printable(ot, plen);
+        if (qm && redact_query(qm + 1, olen - plen - 1, &x.query) < 0)
+            x.query = NULL;
+        if (redact_headers_json(&req, &x.req_headers) < 0)
+            x.req_headers = NULL;
+        if (pc->tls) {
+            x.port = pc->dport;
+        } else {
+            const struct http_header *hh = http_find_header(&req, "host");
+            if (!hh || parse_host_header(hh->value, x.host, sizeof(x.host), &x.port) < 0) {
+                x.host[0] = '\0';
+                reject(pc, &x, 400, "Bad Request",
+                       hh ? "bad request: bad Host header" : "bad request: no Host header");
+                exch_fini(&x);
+                return;
+            }
+        }
+        if (!x.path) {
+            exch_fini(&x);
+            return;
+        }
+
+        struct reqinfo ri = {.keep_alive = req.keep_alive,
+                             .minor = req.minor,
+                             .kind = http_body_kind(&req, (struct http_str){NULL, 0}),
+                             .content_length = req.content_length};
+        const struct http_header *uh = http_find_header(&req, "upgrade");
+        ri.websocket = req.upgrade && uh && http_str_eq(uh->value, "websocket");
+
+        struct policy *pol = policy_store_get(p->policy);
+        struct policy_result pr = policy_decide_http(pol, x.host, x.method, x.path);
+        x.decision = pr.decision;
+        x.rule = pr.rule;
+        bool has_body = ri.kind != HTTP_BODY_NONE;
+
+        if (pr.decision == DECISION_BLOCK) {
+            char body[600];
+            snprintf(body, sizeof(body), "Blocked by capsem policy: rule %s denies %s %s on %s\n",
+                     pr.rule ? pr.rule : "(default)", x.method, x.path, x.host);
+            bool close_after = !ri.keep_alive || has_body;
+            gbuf_consume(pc, (size_t)hl);
+            int w = send_simple(pc, &x, 403, "Forbidden", body, close_after,
+                                strcmp(x.method, "HEAD") == 0);
+            emit(pc, &x);
+            policy_unref(pol);
+            exch_fini(&x);
+            if (close_after || w < 0)
+                return;
+            continue;
+        }
+
+        /* The request head as it goes upstream: origin form, hop-by-hop headers dropped. */
+        size_t wl = 0;
+        bool ok = wput(pc->wbuf, &wl, req.method.p, req.method.len) && wputs(pc->wbuf, &wl, " ") &&
+                  wput(pc->wbuf, &wl, ot, olen) &&
+                  wputs(pc->wbuf, &wl, req.minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n") &&
+                  put_headers(pc->wbuf, &wl, &req, ri.websocket) &&
+                  (!ri.websocket || wputs(pc->wbuf, &wl, "Connection: Upgrade\r\n")) &&
+                  wputs(pc->wbuf, &wl, "\r\n");
+        gbuf_consume(pc, (size_t)hl);
+        if (!ok) {
+            policy_unref(pol);
+            reject(pc, &x, 431, "Request Header Fields Too Large", "request head too large");
+            exch_fini(&x);
+            return;
+        }
+
+        char addr[300];
+        const char *ovr =
+            policy_resolve_override(pol, x.host, x.port, addr, sizeof(addr)) == 1 ? addr : NULL;
+        enum xresult xr = XR_CLOSE;
+        for (int attempt = 0; attempt < 2; attempt++) {
+            struct upstream_conn *up = NULL;
+            char err[256];
+            int r = upstream_get(p->ups, x.host, x.port, pc->tls, ovr, &up, err, sizeof(err));
+            if (r < 0) {
+                char body[400];
+                set_error(&x, "upstream %s:%u: %s", x.host, x.port, err);
+                snprintf(body, sizeof(body), "%s\n", x.error);
+                LOG_INFO("component=proxy msg=\"upstream failed\" host=%s port=%u error=\"%s\"",
+                         x.host, x.port, err);
+                bool close_after = !ri.keep_alive || has_body;
+                int w = send_simple(pc, &x, 502, "Bad Gateway", body, close_after,
+                                    strcmp(x.method, "HEAD") == 0);
+                xr = close_after || w < 0 ? XR_CLOSE : XR_OK;
+                break;
+            }
+            bool reusable = false;
+            xr = exchange(pc, up, &ri, wl, &x, &reusable);
+            upstream_put(p->ups, up, reusable && xr != XR_RETRY);
+            if (xr != XR_RETRY)
+                break;
+            if (attempt == 1) { /* a fresh connection failed the same way: a real 502 */
+                set_error(&x, "upstream %s:%u: connection closed before the response", x.host,
+                          x.port);
+                send_simple(pc, &x, 502, "Bad Gateway", "upstream closed the connection\n", true,
+                            false);
+                xr = XR_CLOSE;
+            }
+        }
+        emit(pc, &x);
+        policy_unref(pol);
+        exch_fini(&x);
+        if (xr != XR_OK)
+            return;
+    }
+}
+
+static void conn_free(struct pconn *pc)
+{
+    if (pc->g.ssl) {
+        SSL_shutdown(pc->g.ssl);
+        SSL_free(pc->g.ssl);
+    }
+    if (pc->fd >= 0)
+        close(pc->fd);
+    free(pc->gbuf);
+    free(pc->ubuf);
+    free(pc->tmp);
+    free(pc->wbuf);
+    free(pc);
+}
+
+static void *conn_main(void *arg)
+{
+    struct pconn *pc = arg;
+    struct mitm_proxy *p = pc->p;
+    uint8_t first = 0;
+    if (read_cnet(pc) == 0 && peek_first(pc, &first) == 0 && (first != 0x16 || tls_accept(pc) == 0))
+        serve_http(pc);
+
+    pthread_mutex_lock(&p->lock);
+    if (pc->prev)
+        pc->prev->next = pc->next;
+    else
+        p->conns = pc->next;
+    if (pc->next)
+        pc->next->prev = pc->prev;
+    pthread_mutex_unlock(&p->lock);
+    conn_free(pc); /* out of the list first: destroy must never shut down a reused fd */
+    pthread_mutex_lock(&p->lock);
+    p->active--;
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+int mitm_proxy_create(const struct mitm_proxy_config *cfg, struct mitm_proxy **out, char *err,
+                      size_t errlen)
+{
+    int rc = 0;
+    struct mitm_proxy *p = NULL;
+    if (!cfg || !cfg->policy || !cfg->certs) {
+        snprintf(err, errlen, "proxy needs a policy store and certificates");
+        return -EINVAL;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    p->policy = cfg->policy;
+    p->certs = cfg->certs;
+    p->pool = cfg->pool;
+    p->sink = cfg->sink;
+    p->connect_timeout_ms = (int)(cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000);
+    p->idle_timeout_ms = (int)(cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 300000);
+    p->max_connections = cfg->max_connections ? cfg->max_connections : 512;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->idle, NULL);
+
+    const char *ca = cfg->upstream_ca_file;
+    struct policy *pol = policy_store_get(cfg->policy);
+    if (!ca && pol)
+        ca = policy_upstream_ca_file(pol);
+    rc = mitm_tls_client_ctx(ca, &p->client_ctx, err, errlen);
+    policy_unref(pol);
+    if (rc < 0)
+        goto out;
+    rc = upstream_pool_create(p->client_ctx, (unsigned)p->connect_timeout_ms,
+                              (unsigned)p->idle_timeout_ms, &p->ups);
+    if (rc < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    *out = p;
+    p = NULL;
+out:
+    if (p) {
+        SSL_CTX_free(p->client_ctx);
+        pthread_cond_destroy(&p->idle);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+    }
+    return rc;
+}
+
+int mitm_proxy_serve(struct mitm_proxy *p, int fd)
+{
+    int rc = 0;
+    struct pconn *pc = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->stopping || p->active >= p->max_connections) {
+        bool stopping = p->stopping;
+        pthread_mutex_unlock(&p->lock);
+        if (!stopping)
+            LOG_WARN("component=proxy msg=\"connection refused: too many connections\" max=%u",
+                     p->max_connections);
+        close(fd);
+        return stopping ? -ESHUTDOWN : -EBUSY;
+    }
+    p->active++;
+    pthread_mutex_unlock(&p->lock);
+
+    pc = calloc(1, sizeof(*pc));
+    if (!pc) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    pc->p = p;
+    pc->fd = fd;
+    pc->g.fd = fd;
+    pc->gbuf = malloc(GBUF_CAP);
+    pc->ubuf = malloc(UBUF_CAP);
+    pc->tmp = malloc(CHUNK);
+    pc->wbuf = malloc(WBUF_CAP);
+    if (!pc->gbuf || !pc->ubuf || !pc->tmp || !pc->wbuf) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    pthread_mutex_lock(&p->lock);
+    pc->next = p->conns;
+    if (p->conns)
+        p->conns->prev = pc;
+    p->conns = pc;
+    pthread_mutex_unlock(&p->lock);
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t th;
+    int e = pthread_create(&th, &attr, conn_main, pc);
+    pthread_attr_destroy(&attr);
+    if (e != 0) {
+        pthread_mutex_lock(&p->lock);
+        if (pc->prev)
+            pc->prev->next = pc->next;
+        else
+            p->conns = pc->next;
+        if (pc->next)
+            pc->next->prev = pc->prev;
+        pthread_mutex_unlock(&p->lock);
+        LOG_ERR("component=proxy msg=\"cannot start connection thread\" err=%d", e);
+        rc = -e;
+        goto out;
+    }
+    return 0;
+out:
+    if (pc) {
+        pc->fd = -1;
+        conn_free(pc);
+    }
+    close(fd);
+    pthread_mutex_lock(&p->lock);
+    p->active--;
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+unsigned mitm_proxy_active(struct mitm_proxy *p)
+{
+    pthread_mutex_lock(&p->lock);
+    unsigned n = p->active;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
+void mitm_proxy_destroy(struct mitm_proxy *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stopping = true;
+    for (struct pconn *pc = p->conns; pc; pc = pc->next)
+        shutdown(pc->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&p->lock);
+    upstream_pool_shutdown(p->ups);
+    pthread_mutex_lock(&p->lock);
+    while (p->active > 0)
+        pthread_cond_wait(&p->idle, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    upstream_pool_destroy(p->ups);
+    SSL_CTX_free(p->client_ctx);
+    pthread_cond_destroy(&p->idle);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
