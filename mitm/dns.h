@@ -21,15 +21,17 @@ void dns_pool_free(struct dns_pool *p);
 /* The address for `name` (lower case), assigning one on first use. 0, -ENOSPC when full. */
 __attribute__((warn_unused_result)) int dns_pool_assign(struct dns_pool *p, const char *name,
                                                         struct in_addr *out);
-/* The name behind pool address `a`. 0, -ENOENT when not assigned. */
+/* The name behind pool address `a`. 0, -ENOENT when unassigned, -ENAMETOOLONG when len is short. */
 __attribute__((warn_unused_result)) int dns_pool_lookup(struct dns_pool *p, struct in_addr a,
                                                         char *name, size_t len);
 
 /*
  * Answer the DNS query q[0..qlen) into out[0..outcap) by policy `pol`,
  * reporting one dns_event to `sink`. Returns the answer's length, or -EBADMSG
- * when the message is too broken to answer at all (drop it).
+ * when the message is too broken to answer at all (drop it), or -ENOBUFS when
+ * outcap is too small (DNS_ANSWER_MAX always suffices).
  */
+#define DNS_ANSWER_MAX 512
 long dns_answer(struct dns_pool *pool, const struct policy *pol, const struct sink *sink,
                 const uint8_t *q, size_t qlen, uint8_t *out, size_t outcap);
 
