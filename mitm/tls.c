@@ -22,7 +22,9 @@
  * from SSL_get1_session() after the first read of a connection (TLS 1.3
  * tickets arrive after the handshake) and passing it to SSL_set_session()
  * on the next connection to the same host, before SSL_connect; a session is
- * only worth keeping when SSL_SESSION_is_resumable() says so.
+ * only worth keeping when SSL_SESSION_is_resumable() says so, which needs
+ * SSL_shutdown() before SSL_free() (an SSL freed without it marks its
+ * session not resumable).
  */
 #define OPENSSL_API_COMPAT 30000
 #define OPENSSL_NO_DEPRECATED 1

@@ -52,7 +52,7 @@ void mitm_certs_stats(struct mitm_certs *c, size_t *entries, unsigned long *mint
  */
 __attribute__((warn_unused_result)) int mitm_tls_server_new(struct mitm_certs *c,
                                                             const char *fallback_name, SSL **out);
-/* The name the leaf was chosen for (after the handshake), or NULL. */
+/* The name the leaf was chosen for, lower-cased (after the handshake), or NULL. */
 const char *mitm_tls_server_name(SSL *ssl);
 
 /*
@@ -60,6 +60,12 @@ const char *mitm_tls_server_name(SSL *ssl);
  * store plus `extra_ca_file` (may be NULL), TLS 1.2+, ALPN http/1.1, a
  * client session cache for resumption. The caller sets SNI and
  * SSL_set1_host per connection. 0 or -errno with a reason in err.
+ * Resumption is the caller's: keep SSL_get1_session() per upstream host and
+ * port once the first bytes were read (TLS 1.3 tickets come after the
+ * handshake), close a connection that ended cleanly with SSL_shutdown()
+ * before SSL_free() (OpenSSL marks the session of an SSL freed without it
+ * not resumable), and hand a session for which SSL_SESSION_is_resumable()
+ * to SSL_set_session() before the next SSL_connect to that host and port.
  */
 __attribute__((warn_unused_result)) int
 mitm_tls_client_ctx(const char *extra_ca_file, SSL_CTX **out, char *err, size_t errlen);

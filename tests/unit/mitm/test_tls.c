@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -557,6 +558,9 @@ struct client {
     int ok;      /* SSL_connect succeeded and "ping" was written */
     long verify; /* SSL_get_verify_result */
     char alpn_got[16];
+    SSL_SESSION *resume; /* borrowed: offered for resumption, or NULL */
+    SSL_SESSION *saved;  /* the session after the exchange (for the caller to free) */
+    int reused;          /* SSL_session_reused */
 };
 
 static void *client_main(void *arg)
@@ -572,6 +576,8 @@ static void *client_main(void *arg)
         SSL_set1_host(ssl, cl->host);
     if (cl->alpn)
         SSL_set_alpn_protos(ssl, (const unsigned char *)"\x08http/1.1", 9);
+    if (cl->resume)
+        SSL_set_session(ssl, cl->resume);
     if (SSL_connect(ssl) == 1 && SSL_write(ssl, "ping", 4) == 4) {
         cl->ok = 1;
         const unsigned char *p = NULL;
@@ -581,6 +587,9 @@ static void *client_main(void *arg)
             memcpy(cl->alpn_got, p, len);
         char b[4];
         SSL_read(ssl, b, sizeof(b)); /* wait for the server to finish */
+        cl->reused = SSL_session_reused(ssl);
+        cl->saved = SSL_get1_session(ssl);
+        SSL_shutdown(ssl); /* without it OpenSSL marks the session not resumable */
     }
     cl->verify = SSL_get_verify_result(ssl);
     ERR_clear_error();
@@ -596,10 +605,12 @@ struct result {
     char client_alpn[16];
     char server_alpn[16];
     char server_name[260];
+    SSL_SESSION *saved; /* the client's session; free it */
+    int reused;
 };
 
 /* Handshake `server` (taken) against a client thread configured by `cl`. */
-static struct result handshake(SSL *server, struct client cl)
+static struct result handshake_with(SSL *server, struct client cl)
 {
     struct result r;
     memset(&r, 0, sizeof(r));
@@ -632,10 +643,21 @@ static struct result handshake(SSL *server, struct client cl)
     assert_int_equal(pthread_join(th, NULL), 0);
     r.client_ok = cl.ok;
     r.verify = cl.verify;
+    r.saved = cl.saved;
+    r.reused = cl.reused;
     memcpy(r.client_alpn, cl.alpn_got, sizeof(r.client_alpn));
     SSL_free(server);
     close(sv[0]);
     close(sv[1]);
+    return r;
+}
+
+/* Handshake and drop the client's session. */
+static struct result handshake(SSL *server, struct client cl)
+{
+    struct result r = handshake_with(server, cl);
+    SSL_SESSION_free(r.saved);
+    r.saved = NULL;
     return r;
 }
 
@@ -808,9 +830,58 @@ static void test_mitm_tls_client_ctx_verifies_upstream(void **state)
     mitm_ca_free(ca);
 }
 
+static void test_mitm_tls_client_ctx_resumes_saved_session(void **state)
+{
+    struct fixture *f = *state;
+    struct mitm_ca *ca = open_ca(f->dir);
+    struct mitm_certs *c = NULL;
+    assert_int_equal(mitm_certs_create(ca, 8, &c), 0);
+    char cafile[160];
+    snprintf(cafile, sizeof(cafile), "%s/extra-ca.pem", f->home);
+    spit(cafile, mitm_ca_pem(ca), strlen(mitm_ca_pem(ca)), 0644);
+    SSL_CTX *ctx = NULL;
+    char err[512] = "";
+    assert_int_equal(mitm_tls_client_ctx(cafile, &ctx, err, sizeof(err)), 0);
+
+    /* what tls.h tells the proxy to do: keep the session after the first read, offer it next */
+    struct client cl = {.ctx = ctx, .sni = "api.test", .host = "api.test"};
+    struct result first = handshake_with(server_for(c, NULL), cl);
+    assert_int_equal(first.client_ok, 1);
+    assert_int_equal(first.reused, 0);
+    assert_non_null(first.saved);
+    assert_int_equal(SSL_SESSION_is_resumable(first.saved), 1);
+    cl.resume = first.saved;
+    struct result second = handshake_with(server_for(c, NULL), cl);
+    assert_int_equal(second.client_ok, 1);
+    assert_int_equal(second.server_ok, 1);
+    assert_int_equal(second.reused, 1);
+    assert_int_equal(second.verify, X509_V_OK);
+    assert_string_equal(second.server_name, "api.test");
+    SSL_SESSION_free(second.saved);
+    SSL_SESSION_free(first.saved);
+    SSL_CTX_free(ctx);
+    mitm_certs_free(c);
+    mitm_ca_free(ca);
+}
+
+static void test_mitm_ca_open_foreign_owner_refused(void **state)
+{
+    struct fixture *f = *state;
+    if (geteuid() != 0) {
+        skip(); /* only root can give a file away */
+        return;
+    }
+    mitm_ca_free(open_ca(f->dir));
+    assert_int_equal(chown(f->key, 65534, (gid_t)-1), 0);
+    expect_refused(f, f->key, "owned by uid 65534");
+    assert_int_equal(chown(f->key, 0, (gid_t)-1), 0);
+    mitm_ca_free(open_ca(f->dir));
+}
+
 int main(void)
 {
     log_init("test", LOG_ERR);
+    signal(SIGPIPE, SIG_IGN); /* a side writing after its peer gave up gets EPIPE, not killed */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_mitm_ca_open_creates_private_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_ca_open_reopen_loads_same, setup, teardown),
@@ -818,6 +889,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mitm_ca_open_mismatched_pair_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_ca_open_garbage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mitm_ca_open_foreign_owner_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_ca_open_half_pair_or_symlink_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_mitm_certs_get_leaf_verifies, setup, teardown),
@@ -829,6 +901,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mitm_tls_server_new_sni_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_tls_server_new_fallback_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_tls_client_ctx_verifies_upstream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_mitm_tls_client_ctx_resumes_saved_session, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
