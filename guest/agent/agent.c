@@ -12,6 +12,7 @@
 #include "agent.h"
 
 #include "buf.h"
+#include "ca.h"
 #include "frame.h"
 #include "log.h"
 #include "tframe.h"
@@ -104,7 +105,9 @@ struct agent {
     size_t stdin_total; /* bytes queued for all children's stdin */
     struct agent_options opt;
     bool shutting_down;
-    uint8_t *scratch; /* READ_CHUNK bytes for pipe reads */
+    uint8_t *scratch;               /* READ_CHUNK bytes for pipe reads */
+    const char *ca_env[CA_ENV_MAX]; /* static strings, added to the base environment */
+    size_t n_ca_env;
 };
 
 static const char *const base_env[] = {
@@ -366,15 +369,17 @@ static int resolve_path(const char *name, char *const *envp, char *out, size_t o
 }
 
 /* Base environment plus the host's "K=V" entries (a host entry replaces one with its key). */
-static char **build_env(json_t *env)
+static char **build_env(const struct agent *a, json_t *env)
 {
     size_t extra = json_is_array(env) ? json_array_size(env) : 0;
-    char **envp = calloc(BASE_ENV_N + extra + 1, sizeof(*envp));
+    char **envp = calloc(BASE_ENV_N + CA_ENV_MAX + extra + 1, sizeof(*envp));
     if (!envp)
         return NULL;
     size_t n = 0;
     for (size_t i = 0; i < BASE_ENV_N; i++)
         envp[n++] = (char *)base_env[i];
+    for (size_t i = 0; i < a->n_ca_env; i++)
+        envp[n++] = (char *)a->ca_env[i];
     for (size_t i = 0; i < extra; i++) {
         const char *kv = json_string_value(json_array_get(env, i));
         size_t klen = (size_t)(strchr(kv, '=') - kv) + 1;
@@ -694,7 +699,7 @@ static int handle_exec(struct agent *a, json_t *m, bool pty)
 
     rc = -ENOMEM;
     argv = calloc(argc + 1, sizeof(*argv));
-    envp = build_env(jenv);
+    envp = build_env(a, jenv);
     e = calloc(1, sizeof(*e));
     if (!argv || !envp || !e)
         goto out;
@@ -805,6 +810,22 @@ static int handle_hello(struct agent *a, json_t *m)
             if (rc)
                 LOG_WARN("event=set_hostname err=\"%s\"", strerror(-rc));
         }
+    }
+    json_t *ca = json_object_get(m, "ca_pem");
+    if (ca && !json_is_null(ca)) {
+        if (!json_is_string(ca))
+            return send_error(a, false, 0, "hello ca_pem must be a string");
+        if (!a->opt.ca_root) {
+            LOG_WARN("event=ca_install problem=no_ca_root action=ignored");
+            return 0;
+        }
+        int rc = ca_install(a->opt.ca_root, json_string_value(ca), json_string_length(ca));
+        if (rc) {
+            LOG_WARN("event=ca_install err=\"%s\"", strerror(-rc));
+            return send_error(a, false, 0, "hello ca_pem not installed: %s",
+                              rc == -EINVAL ? "not a PEM certificate" : strerror(-rc));
+        }
+        a->n_ca_env = ca_env(a->opt.ca_root, a->ca_env);
     }
     return 0;
 }

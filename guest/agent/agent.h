@@ -36,6 +36,13 @@ struct agent_options {
      * sends the header and owns the fd) or -errno. NULL = `pty` refused.
      */
     int (*connect_terminal)(void *ctx, uint32_t id);
+    /*
+     * Root directory under which the hello's `ca_pem` is installed (ca.h;
+     * "/" in the guest; borrowed, must outlive the agent). NULL = a `ca_pem`
+     * is ignored (logged). Once installed, every exec's base environment
+     * gains the variables ca_env() names.
+     */
+    const char *ca_root;
     void *ctx; /* passed to the callbacks */
 };
 

@@ -143,6 +143,7 @@ int main(void)
         }
         opt.set_clock = set_clock;
         opt.set_hostname = set_hostname;
+        opt.ca_root = "/";
     }
     rc = agent_create(fd, &opt, &a);
     if (rc) {

@@ -15,6 +15,7 @@
  */
 #include "cmdline.h"
 #include "log.h"
+#include "net.h"
 #include "rootfs.h"
 
 #include <errno.h>
@@ -152,6 +153,8 @@ out:
 
 /* The initramfs copy, or its copy in /run once we switched into the Debian root. */
 static const char *agent_path = AGENT_PATH;
+/* True once the switch into the Debian root succeeded. */
+static bool in_rootfs;
 
 /* `capsem.root=/dev/vdX`: switch into that root; on failure stay in the initramfs. */
 static void maybe_switch_root(void)
@@ -168,10 +171,21 @@ static void maybe_switch_root(void)
     }
     memcpy(dev, v.ptr, v.len);
     dev[v.len] = '\0';
-    if (rootfs_switch(dev, AGENT_PATH, ROOTFS_AGENT_PATH) == 0)
+    /* The relays, like the agent, run from the initramfs copies, which /run carries over. */
+    if (cmdline_is(buf, len, "capsem.net", "1")) {
+        int rc;
+        if ((rc = rootfs_copy_program(NET_PROXY_SRC, NET_PROXY_RUN)) ||
+            (rc = rootfs_copy_program(NET_DNS_SRC, NET_DNS_RUN))) {
+            LOG_ERR("event=net_copy err=\"%s\" action=stay_in_initramfs", strerror(-rc));
+            return;
+        }
+    }
+    if (rootfs_switch(dev, AGENT_PATH, ROOTFS_AGENT_PATH) == 0) {
         agent_path = ROOTFS_AGENT_PATH;
-    else
+        in_rootfs = true;
+    } else {
         LOG_ERR("event=rootfs dev=%s action=stay_in_initramfs", dev);
+    }
 }
 
 static pid_t start_agent(const sigset_t *blocked)
@@ -329,6 +343,16 @@ int main(void)
     size_t clen = read_cmdline(cmdline, sizeof(cmdline));
     if (cmdline_is(cmdline, clen, "capsem.poweroff", "1"))
         power_off(sfd);
+    if (cmdline_is(cmdline, clen, "capsem.net", "1")) {
+        if (!in_rootfs) {
+            LOG_WARN("event=net problem=no_root_filesystem result=\"no network: nft lives in "
+                     "the Debian root\"");
+        } else if (net_setup(cmdline, clen, NET_PROXY_RUN, NET_DNS_RUN) != 0) {
+            /* Never an open network: no agent, no user program. */
+            LOG_ERR("event=net err=\"guest network set-up failed\" action=power_off");
+            power_off(sfd);
+        }
+    }
     pid_t agent = -1;
     if (!cmdline_is(cmdline, clen, "capsem.agent", "0"))
         agent = start_agent(&set);

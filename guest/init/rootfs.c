@@ -95,6 +95,11 @@ out:
     return ret;
 }
 
+int rootfs_copy_program(const char *src, const char *dst)
+{
+    return copy_file(src, dst);
+}
+
 bool rootfs_device_ok(const char *dev)
 {
     size_t n = strlen(dev);

@@ -12,6 +12,10 @@
 /* Where the agent is copied before the switch (inside /run, which moves along). */
 #define ROOTFS_AGENT_PATH "/run/capsem-agent"
 
+/* Copy the program `src` to `dst` with mode 0555 (used for files that must survive the switch). 0
+ * or -errno. */
+__attribute__((warn_unused_result)) int rootfs_copy_program(const char *src, const char *dst);
+
 /* True when `dev` looks like a virtio-blk disk node: "/dev/vd" then 1-9 letters. */
 bool rootfs_device_ok(const char *dev);
 

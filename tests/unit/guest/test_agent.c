@@ -87,6 +87,9 @@ static int rec_hostname(void *ctx, const char *name, size_t len)
     return 0;
 }
 
+/* Root directory for the next agent's CA install (NULL: a ca_pem is ignored). */
+static const char *next_ca_root;
+
 static void *agent_thread(void *p)
 {
     struct host *h = p;
@@ -103,8 +106,11 @@ static struct host *host_start(void)
     assert_non_null(h);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    struct agent_options opt = {
-        .version = "test-1", .set_clock = rec_clock, .set_hostname = rec_hostname, .ctx = h};
+    struct agent_options opt = {.version = "test-1",
+                                .set_clock = rec_clock,
+                                .set_hostname = rec_hostname,
+                                .ca_root = next_ca_root,
+                                .ctx = h};
     assert_int_equal(agent_create(sv[1], &opt, &h->agent), 0);
     h->fd = sv[0];
     assert_int_equal(fcntl(h->fd, F_SETFL, O_NONBLOCK), 0);
@@ -496,6 +502,67 @@ static void test_agent_exec_env_cwd(void **state)
     assert_int_equal(host_finish(h), -ECONNRESET);
 }
 
+/*
+ * The hello's ca_pem: written under the agent's CA root, appended to the
+ * bundle there, and the TLS variables join every later exec's environment
+ * (a host entry still wins). A ca_pem that is not PEM, or not a string, is
+ * an error reply; nothing is written and the connection stays up.
+ */
+static void test_agent_hello_ca_pem(void **state)
+{
+    (void)state;
+    char root[] = "/tmp/capsem-agent-ca.XXXXXX";
+    assert_non_null(mkdtemp(root));
+    char p[256];
+    snprintf(p, sizeof(p), "mkdir -p %s/etc/ssl/certs && printf 'OLD\n' > %s%s", root, root,
+             "/etc/ssl/certs/ca-certificates.crt");
+    assert_int_equal(system(p), 0);
+    next_ca_root = root;
+    struct host *h = host_start();
+    next_ca_root = NULL;
+    json_decref(wait_misc(h, "hello"));
+    send_json(h, "{\"type\":\"hello\",\"protocol\":1,\"ca_pem\":7}");
+    json_t *e = wait_misc(h, "error");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "ca_pem"));
+    json_decref(e);
+    send_json(h, "{\"type\":\"hello\",\"protocol\":1,\"ca_pem\":\"not a certificate\"}");
+    e = wait_misc(h, "error");
+    assert_non_null(strstr(json_string_value(json_object_get(e, "message")), "PEM"));
+    json_decref(e);
+    send_json(h, "{\"type\":\"exec\",\"id\":1,\"argv\":[\"sh\",\"-c\","
+                 "\"echo ${NODE_EXTRA_CA_CERTS:-none}\"]}");
+    assert_stream(wait_exit(h, 1), 1, "none\n");
+    send_json(h, "{\"type\":\"hello\",\"protocol\":1,\"ca_pem\":"
+                 "\"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\"}");
+    check_alive(h, 3);
+    send_json(h,
+              "{\"type\":\"exec\",\"id\":2,\"argv\":[\"sh\",\"-c\","
+              "\"echo $NODE_EXTRA_CA_CERTS $SSL_CERT_FILE $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO\"],"
+              "\"env\":[\"GIT_SSL_CAINFO=/mine\"]}");
+    assert_stream(wait_exit(h, 2), 1,
+                  "/etc/capsem/ca.crt /etc/ssl/certs/ca-certificates.crt "
+                  "/etc/ssl/certs/ca-certificates.crt /mine\n");
+    assert_int_equal(host_finish(h), -ECONNRESET);
+    char want[] = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    char got[256] = "";
+    snprintf(p, sizeof(p), "%s/etc/capsem/ca.crt", root);
+    FILE *f = fopen(p, "r");
+    assert_non_null(f);
+    assert_int_equal(fread(got, 1, sizeof(got) - 1, f), strlen(want));
+    fclose(f);
+    assert_string_equal(got, want);
+    snprintf(p, sizeof(p), "%s/etc/ssl/certs/ca-certificates.crt", root);
+    f = fopen(p, "r");
+    assert_non_null(f);
+    memset(got, 0, sizeof(got));
+    assert_true(fread(got, 1, sizeof(got) - 1, f) > 0);
+    fclose(f);
+    assert_string_equal(got,
+                        "OLD\n\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    snprintf(p, sizeof(p), "rm -rf %s", root);
+    assert_int_equal(system(p), 0);
+}
+
 static void test_agent_exec_stdin_passthrough(void **state)
 {
     (void)state;
@@ -846,6 +913,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agent_hello_exchange),
+        cmocka_unit_test(test_agent_hello_ca_pem),
         cmocka_unit_test(test_agent_ping_pong),
         cmocka_unit_test(test_agent_exec_echo),
         cmocka_unit_test(test_agent_exec_exit_code),
