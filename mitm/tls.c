@@ -681,7 +681,25 @@ struct mitm_certs {
     struct leaf lru; /* sentinel: lru.next is the most recent */
     size_t ready;    /* leaves in the LRU list */
     unsigned long minted;
+    time_t (*clock)(void); /* set before use by mitm_certs_set_clock only */
 };
+
+static time_t real_clock(void)
+{
+    return time(NULL);
+}
+
+/*
+ * Test seam, not part of tls.h: replace the clock that decides leaf validity
+ * and refresh (NULL restores the real one). Call before any other use of c.
+ */
+void mitm_certs_set_clock(struct mitm_certs *c, time_t (*now)(void));
+
+void mitm_certs_set_clock(struct mitm_certs *c, time_t (*now)(void))
+{
+    if (c)
+        c->clock = now ? now : real_clock;
+}
 
 static size_t host_hash(const char *h)
 {
@@ -734,7 +752,7 @@ static void lru_push_front(struct mitm_certs *c, struct leaf *l)
 }
 
 /* Mint a leaf for a normalized host. Touches no cache state. */
-static int leaf_mint(struct mitm_certs *c, const char *host, bool is_ip, X509 **out)
+static int leaf_mint(struct mitm_certs *c, const char *host, bool is_ip, time_t now, X509 **out)
 {
     int rc = -ENOMEM;
     X509 *x = X509_new();
@@ -759,8 +777,8 @@ static int leaf_mint(struct mitm_certs *c, const char *host, bool is_ip, X509 **
     if (rc != 0)
         goto out;
     rc = -ENOMEM;
-    if (!X509_gmtime_adj(X509_getm_notBefore(x), -LEAF_BACKDATE_SECS) ||
-        !X509_gmtime_adj(X509_getm_notAfter(x), LEAF_VALID_SECS))
+    if (!X509_time_adj_ex(X509_getm_notBefore(x), 0, -LEAF_BACKDATE_SECS, &now) ||
+        !X509_time_adj_ex(X509_getm_notAfter(x), 0, LEAF_VALID_SECS, &now))
         goto out;
     snprintf(san, sizeof(san), "%s:%s", is_ip ? "IP" : "DNS", host);
     X509V3_CTX v3;
@@ -812,7 +830,7 @@ int mitm_certs_get(struct mitm_certs *c, const char *host, X509 **cert, EVP_PKEY
             pthread_cond_wait(&c->cond, &c->lock);
             continue;
         }
-        if (l && leaf_fresh(l, time(NULL))) {
+        if (l && leaf_fresh(l, c->clock())) {
             lru_unlink(c, l);
             lru_push_front(c, l);
             X509_up_ref(l->cert);
@@ -843,8 +861,8 @@ int mitm_certs_get(struct mitm_certs *c, const char *host, X509 **cert, EVP_PKEY
     pthread_mutex_unlock(&c->lock);
 
     X509 *x = NULL;
-    time_t minted_at = time(NULL);
-    rc = leaf_mint(c, h, is_ip, &x);
+    time_t minted_at = c->clock();
+    rc = leaf_mint(c, h, is_ip, minted_at, &x);
 
     pthread_mutex_lock(&c->lock);
     if (rc != 0) {
@@ -1044,6 +1062,7 @@ int mitm_certs_create(struct mitm_ca *ca, size_t capacity, struct mitm_certs **o
         return -ENOMEM;
     c->ca = ca;
     c->capacity = capacity;
+    c->clock = real_clock;
     c->lru.next = c->lru.prev = &c->lru;
     size_t nb = 16;
     while (nb < capacity && nb < (1u << 16))

@@ -501,6 +501,53 @@ static void test_mitm_certs_get_lru_evicts_least_recent(void **state)
     mitm_ca_free(ca);
 }
 
+/* Test seam in tls.c (not in tls.h): the clock for leaf validity and refresh. */
+void mitm_certs_set_clock(struct mitm_certs *c, time_t (*now)(void));
+
+static time_t fake_now;
+
+static time_t fake_clock(void)
+{
+    return fake_now;
+}
+
+static void test_mitm_certs_get_refreshes_near_expiry(void **state)
+{
+    struct fixture *f = *state;
+    struct mitm_ca *ca = open_ca(f->dir);
+    struct mitm_certs *c = NULL;
+    assert_int_equal(mitm_certs_create(ca, 4, &c), 0);
+    mitm_certs_set_clock(c, fake_clock);
+    fake_now = time(NULL);
+    X509 *a = NULL, *b = NULL;
+    EVP_PKEY *ka = NULL, *kb = NULL;
+    assert_int_equal(mitm_certs_get(c, "api.test", &a, &ka), 0);
+    expect_stats(c, 1, 1);
+    /* 5 days 23 hours later: more than a day left, still served from the cache */
+    fake_now += 6 * 86400 - 3600;
+    assert_int_equal(mitm_certs_get(c, "api.test", &b, &kb), 0);
+    expect_stats(c, 1, 1);
+    assert_ptr_equal(a, b);
+    X509_free(b);
+    EVP_PKEY_free(kb);
+    /* one more hour and a second: within a day of expiry, minted again for 7 days */
+    fake_now += 3601;
+    assert_int_equal(mitm_certs_get(c, "api.test", &b, &kb), 0);
+    expect_stats(c, 1, 2);
+    assert_ptr_not_equal(a, b);
+    int days = 0, secs = 0;
+    assert_int_equal(ASN1_TIME_diff(&days, &secs, X509_get0_notAfter(a), X509_get0_notAfter(b)), 1);
+    assert_int_equal(days, 6);
+    assert_int_equal(X509_cmp_time(X509_get0_notAfter(b), &fake_now), 1);
+    assert_int_equal(X509_check_host(b, "api.test", 0, 0, NULL), 1);
+    X509_free(b);
+    EVP_PKEY_free(kb);
+    X509_free(a);
+    EVP_PKEY_free(ka);
+    mitm_certs_free(c);
+    mitm_ca_free(ca);
+}
+
 struct mint_thread {
     struct mitm_certs *c;
     int id;
@@ -897,6 +944,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mitm_certs_get_bad_host_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_certs_get_lru_evicts_least_recent, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_mitm_certs_get_refreshes_near_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_certs_get_concurrent_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_tls_server_new_sni_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mitm_tls_server_new_fallback_name, setup, teardown),
