@@ -25,6 +25,7 @@
 #include <openssl/err.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1030,6 +1031,15 @@ static void *conn_main(void *arg)
     struct pconn *pc = arg;
     struct mitm_proxy *p = pc->p;
     uint8_t first = 0;
+    /*
+     * A peer that went away makes the next write raise SIGPIPE in the writing
+     * thread (OpenSSL writes with write(), not send(MSG_NOSIGNAL)); blocked
+     * here, the write just fails with EPIPE, whatever the process does with it.
+     */
+    sigset_t pipe_set;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
     if (read_cnet(pc) == 0 && peek_first(pc, &first) == 0 && (first != 0x16 || tls_accept(pc) == 0))
         serve_http(pc);
 
