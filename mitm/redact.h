@@ -10,7 +10,8 @@
  * after percent-decoding for parameters): authorization, proxy-authorization,
  * cookie, set-cookie, x-api-key, x-goog-api-key, api-key, and any name
  * containing "token", "secret", "key", "password", "passwd", "credential",
- * "signature" or "session". Their values are always "[redacted]".
+ * "signature", "session", "auth" or "cookie". Their values are always
+ * "[redacted]".
  *
  * Stored headers (besides the secret ones, whose presence is kept): accept,
  * accept-encoding, accept-language, cache-control, connection, content-type,
