@@ -212,7 +212,8 @@ static const char *domain_problem(const char *d, bool allow_wildcard)
             continue;
         }
         if (c == '*')
-            return "'*' is allowed only as \"*\" or a leading \"*.\"";
+            return allow_wildcard ? "'*' is allowed only as \"*\" or a leading \"*.\""
+                                  : "'*' is not allowed here";
         if (!is_alnum(c) && c != '-' && c != '_')
             return "only letters, digits, '-', '_' and '.' are allowed";
         if (label == 0 && c == '-')
@@ -496,7 +497,7 @@ static int parse_resolve(const struct vctx *v, const char *path, const json_t *o
         host[hlen] = '\0';
         const char *why = domain_problem(host, false);
         if (why)
-            return verr(v, kp, "bad resolve key: host %s", why);
+            return verr(v, kp, "bad resolve key: host: %s", why);
         unsigned port = parse_port_text(colon + 1, strlen(colon + 1));
         if (!port)
             return verr(v, kp, "bad resolve key: port must be from 1 to 65535");
