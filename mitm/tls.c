@@ -203,9 +203,12 @@ static int read_pem_file(const char *path, bool private, char **buf, size_t *len
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) {
         rc = -errno;
-        set_err(err, errlen, "%s: %s", path, strerror(-rc));
-        if (rc == -ELOOP)
+        if (rc == -ELOOP) {
             rc = -EINVAL;
+            set_err(err, errlen, "%s: is a symbolic link; refused", path);
+        } else {
+            set_err(err, errlen, "%s: %s", path, strerror(-rc));
+        }
         goto out;
     }
     struct stat st;
@@ -529,6 +532,11 @@ static int ca_load_files(const char *kpath, const char *cpath, EVP_PKEY **key_ou
     if (!key) {
         set_err(err, errlen, "%s: not a PEM private key (or encrypted): %s", kpath,
                 ssl_reason(why, sizeof(why)));
+        goto out;
+    }
+    if (!EVP_PKEY_is_a(key, "EC") && !EVP_PKEY_is_a(key, "RSA")) {
+        set_err(err, errlen, "%s: a %s key; the CA key must be EC or RSA", kpath,
+                EVP_PKEY_get0_type_name(key));
         goto out;
     }
     b = BIO_new_mem_buf(cbuf, (int)clen);

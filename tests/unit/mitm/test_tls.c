@@ -272,6 +272,17 @@ static void test_mitm_ca_open_garbage_refused(void **state)
     /* a truncated PEM */
     spit(f->key, key, kl / 2, 0600);
     expect_refused(f, f->key, "not a PEM private key");
+    /* a key of a type leaves cannot be signed with */
+    EVP_PKEY *ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    assert_non_null(ed);
+    BIO *b = BIO_new(BIO_s_mem());
+    assert_int_equal(PEM_write_bio_PrivateKey(b, ed, NULL, NULL, 0, NULL, NULL), 1);
+    char *edp = NULL;
+    long edl = BIO_get_mem_data(b, &edp);
+    spit(f->key, edp, (size_t)edl, 0600);
+    BIO_free(b);
+    EVP_PKEY_free(ed);
+    expect_refused(f, f->key, "must be EC or RSA");
     spit(f->key, key, kl, 0600);
 
     spit(f->crt, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 60, 0644);
@@ -308,6 +319,7 @@ static void test_mitm_ca_open_half_pair_or_symlink_refused(void **state)
     assert_int_equal(symlink(real, f->key), 0);
     assert_int_equal(mitm_ca_open(f->dir, &ca, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, f->key));
+    assert_non_null(strstr(err, "symbolic link"));
     assert_null(ca);
 
     /* NULL arguments */
