@@ -1108,6 +1108,66 @@ static void test_serve_oversized_head(void **state)
     guest_close(g);
 }
 
+static void test_serve_host_differs_from_sni(void **state)
+{
+    (void)state;
+    struct guest *g = guest_open();
+    /* Decided on the SNI name and sent to its upstream; Host itself is passed on as sent. */
+    g_puts(g, "GET /hello HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n");
+    struct resp r;
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 200);
+    assert_true(has_header(&r, "X-Upstream-Host: elsewhere.test"));
+    assert_int_equal(wait_events(1), 1);
+    assert_string_equal(event_at(0).host, "api.test");
+    guest_close(g);
+}
+
+static void test_serve_reuses_upstream_connection(void **state)
+{
+    (void)state;
+    pthread_mutex_lock(&F->api->lock);
+    int before = F->api->accepted;
+    pthread_mutex_unlock(&F->api->lock);
+    for (int i = 0; i < 3; i++) { /* three guest connections, one after another */
+        struct guest *g = guest_open();
+        g_puts(g, "GET /hello HTTP/1.1\r\nHost: api.test\r\n\r\n");
+        struct resp r;
+        g_response(g, &r, "GET");
+        assert_int_equal(r.status, 200);
+        guest_close(g);
+        assert_int_equal(wait_events((size_t)i + 1), (size_t)i + 1);
+    }
+    pthread_mutex_lock(&F->api->lock);
+    int made = F->api->accepted - before;
+    pthread_mutex_unlock(&F->api->lock);
+    assert_int_equal(made, 1);
+}
+
+static void test_serve_refuses_over_max_connections(void **state)
+{
+    (void)state;
+    mitm_proxy_destroy(F->proxy);
+    struct mitm_proxy_config cfg = {
+        .policy = F->store,
+        .certs = F->certs,
+        .sink = {.ops = &rec_ops},
+        .upstream_ca_file = F->upca_file,
+        .max_connections = 1,
+    };
+    char err[256] = "";
+    assert_int_equal(mitm_proxy_create(&cfg, &F->proxy, err, sizeof(err)), 0);
+    struct guest *g = guest_open();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(mitm_proxy_serve(F->proxy, sv[1]), -EBUSY);
+    char c;
+    assert_int_equal(read(sv[0], &c, 1), 0); /* the refused fd was closed */
+    close(sv[0]);
+    assert_int_equal(mitm_proxy_active(F->proxy), 1);
+    guest_close(g);
+}
+
 static void test_destroy_closes_open_connections(void **state)
 {
     (void)state;
@@ -1145,6 +1205,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_bad_cnet_header, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_malformed_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_oversized_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_host_differs_from_sni, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_reuses_upstream_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_refuses_over_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_closes_open_connections, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
