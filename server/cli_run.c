@@ -7,6 +7,7 @@
  */
 #include "cli_run.h"
 
+#include "integrity.h"
 #include "log.h"
 #include "loop.h"
 #include "vm_runner.h"
@@ -47,13 +48,17 @@ static const char usage_text[] =
     "  -e, --env K=V        set an environment variable for CMD (repeatable)\n"
     "  --kernel FILE        guest kernel (default: vmlinux in the asset directory)\n"
     "  --initrd FILE        guest initramfs (default: initrd.img in the asset directory)\n"
-    "  --rootfs FILE        boot into this root filesystem image (squashfs, attached\n"
-    "                       read-only as /dev/vda; guest-rootfs builds assets/rootfs.sqfs);\n"
-    "                       default: the initramfs alone\n"
+    "  --rootfs FILE|none   boot into this root filesystem image (squashfs, attached\n"
+    "                       read-only as /dev/vda; its SHA-256 must have been recorded at\n"
+    "                       build); none: the initramfs alone; default: the built Debian\n"
+    "                       image assets/rootfs.sqfs when there is one, else the initramfs\n"
+    "  --name NAME          session name ([a-z0-9-], up to 63): the guest's host name and\n"
+    "                       the session directory $CAPSEM_HOME/sessions/NAME (reused when\n"
+    "                       it exists); default: a random id, host name capsem-<id>\n"
+    "  --workspace DIR      share DIR with the guest at /root (virtio-fs); default: the\n"
+    "                       session's workspace $CAPSEM_HOME/sessions/<id>/workspace,\n"
+    "                       kept after the run\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
-    "  --workspace DIR      share DIR with the guest at /root (virtio-fs); without it\n"
-    "                       /root is the guest's own (file events: fs-events.jsonl\n"
-    "                       in the run directory)\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
@@ -108,7 +113,8 @@ enum opt_id {
     OPT_INITRD,
     OPT_APPEND,
     OPT_ROOTFS,
-    OPT_WORKSPACE
+    OPT_WORKSPACE,
+    OPT_NAME
 };
 
 static const struct {
@@ -126,6 +132,7 @@ static const struct {
     {"--append", OPT_APPEND},
     {"--rootfs", OPT_ROOTFS},
     {"--workspace", OPT_WORKSPACE},
+    {"--name", OPT_NAME},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -184,7 +191,21 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
         o->workspace = v;
         return 0;
     case OPT_ROOTFS:
+        if (!*v) {
+            snprintf(err, errlen, "%s: expected an image file or 'none'", name);
+            return -EINVAL;
+        }
         o->rootfs = v;
+        return 0;
+    case OPT_NAME:
+        if (!session_name_ok(v)) {
+            snprintf(err, errlen,
+                     "%s '%.80s': expected 1 to %d of a-z, 0-9 and '-', not starting or ending "
+                     "with '-'",
+                     name, v, SESSION_NAME_MAX);
+            return -EINVAL;
+        }
+        o->name = v;
         return 0;
     }
     return -EINVAL;
@@ -218,6 +239,10 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o, char *err, size
         }
         if (!strcmp(a, "--keep-logs") || !strcmp(a, "--keep")) {
             o->keep_logs = true;
+            continue;
+        }
+        if (!strcmp(a, "--unverified-assets")) {
+            o->unverified_assets = true;
             continue;
         }
         bool found = false;
@@ -615,16 +640,132 @@ int cli_run_paths(const struct cli_run_opts *o, struct cli_paths *p)
         ok &= join_path(p->initrd, sizeof(p->initrd), o->initrd, "");
     else
         ok &= join_path(p->initrd, sizeof(p->initrd), assets, "/initrd.img");
-    if (home && home[0])
-        ok &= join_path(p->run_base, sizeof(p->run_base), home, "/run");
+    p->rootfs_default = !o->rootfs;
+    if (!o->rootfs)
+        ok &= join_path(p->rootfs, sizeof(p->rootfs), assets, "/rootfs.sqfs");
+    else if (strcmp(o->rootfs, "none") != 0)
+        ok &= join_path(p->rootfs, sizeof(p->rootfs), o->rootfs, "");
     else
-        ok &= join_path(p->run_base, sizeof(p->run_base), user_home, "/.capsem/run");
+        p->rootfs[0] = '\0';
+    if (home && home[0])
+        ok &= join_path(p->home, sizeof(p->home), home, "");
+    else
+        ok &= join_path(p->home, sizeof(p->home), user_home, "/.capsem");
+    ok &= join_path(p->run_base, sizeof(p->run_base), p->home, "/run");
+    p->session_id[0] = p->hostname[0] = p->session_dir[0] = p->workspace[0] = '\0';
+    p->session_created = false;
     if (!ok) {
-        fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel or "
-                        "--initrd) is too long\n");
+        fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel, "
+                        "--initrd or --rootfs) is too long\n");
         return -ENAMETOOLONG;
     }
     return 0;
+}
+
+/* Which assets to check, with their recorded hashes; returns how many. */
+static size_t assets_to_check(const struct cli_paths *p, struct integrity_asset a[3])
+{
+    const struct integrity_built *b = integrity_get_built();
+    size_t n = 0;
+    a[n++] = (struct integrity_asset){"guest kernel", p->kernel, b->kernel};
+    a[n++] = (struct integrity_asset){"guest initramfs", p->initrd, b->initrd};
+    if (p->rootfs[0])
+        a[n++] = (struct integrity_asset){"guest root filesystem", p->rootfs, b->rootfs};
+    return n;
+}
+
+/* The default root: the built image when its hash is known and it is there, else none. */
+static void settle_rootfs(struct cli_paths *p)
+{
+    if (!p->rootfs_default)
+        return;
+    if (!integrity_hex_ok(integrity_get_built()->rootfs)) {
+        fprintf(stderr, "capsem: note: this capsem was built without a Debian root filesystem "
+                        "(cmake --build build --target guest-rootfs, then cmake --build build); "
+                        "booting the initramfs alone (--rootfs none does so without this note)\n");
+        p->rootfs[0] = '\0';
+    } else if (access(p->rootfs, F_OK) < 0) {
+        fprintf(stderr,
+                "capsem: note: no root filesystem image at %s; booting the initramfs alone "
+                "(--rootfs none does so without this note)\n",
+                p->rootfs);
+        p->rootfs[0] = '\0';
+    }
+}
+
+int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
+{
+    int rc;
+    char err[1200];
+    char cache[4200];
+    settle_rootfs(p);
+    if (o->unverified_assets) {
+        LOG_WARN("event=assets_not_verified reason=--unverified-assets");
+    } else {
+        struct integrity_asset a[3];
+        size_t n = assets_to_check(p, a);
+        struct integrity_opts io = {.cache_path = cache, .racy_ms = INTEGRITY_RACY_MS};
+        if (snprintf(cache, sizeof(cache), "%s/integrity-cache.json", p->home) >=
+                (int)sizeof(cache) ||
+            session_mkdir_p(p->home, 0700))
+            io.cache_path = NULL; /* no cache: every boot hashes its assets */
+        size_t bad = 0;
+        rc = integrity_verify(&io, a, n, &bad, err, sizeof(err));
+        if (rc) {
+            const char *hint = "";
+            if (rc == -ENOKEY && bad == 2)
+                hint = " (only the image built with this capsem boots: build it with `cmake "
+                       "--build build --target guest-rootfs`, rebuild capsem, or use --rootfs "
+                       "none)";
+            else if (rc == -ENOKEY)
+                hint = " (this capsem was built without the guest assets: configure with "
+                       "-DCAPSEM_GUEST=ON and rebuild)";
+            else if (rc == -EBADMSG)
+                hint = " (changed since the build: rebuild with `cmake --build build`)";
+            else
+                hint = " (`cmake --build build` makes the guest assets; or set CAPSEM_ASSETS, "
+                       "or pass --kernel/--initrd)";
+            fprintf(stderr, "capsem: %s%s\n", err, hint);
+            return rc;
+        }
+    }
+    if (o->name) {
+        snprintf(p->session_id, sizeof(p->session_id), "%s", o->name);
+        snprintf(p->hostname, sizeof(p->hostname), "%s", o->name);
+    } else {
+        rc = session_id_random(p->session_id);
+        if (rc) {
+            fprintf(stderr, "capsem: cannot pick a session id: %s\n", strerror(-rc));
+            return rc;
+        }
+        /* "capsem-" and 12 hex digits: well within the 63 of a host name. */
+        memcpy(p->hostname, "capsem-", 7);
+        memcpy(p->hostname + 7, p->session_id, SESSION_ID_HEX + 1);
+    }
+    if (o->workspace) {
+        snprintf(p->workspace, sizeof(p->workspace), "%s", o->workspace);
+        return 0;
+    }
+    bool created = false;
+    rc = session_dir_make(p->home, p->session_id, p->session_dir, sizeof(p->session_dir),
+                          p->workspace, sizeof(p->workspace), &created, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "capsem: %s\n", err);
+        return rc;
+    }
+    p->session_created = created;
+    if (created)
+        fprintf(stderr, "capsem: session %s: workspace %s (kept after the run)\n", p->session_id,
+                p->workspace);
+    return 0;
+}
+
+void cli_session_abandon(const struct cli_paths *p)
+{
+    if (!p->session_created)
+        return;
+    if (rmdir(p->workspace) == 0 && rmdir(p->session_dir) < 0)
+        LOG_INFO("event=session_dir_kept dir=%s errno=%d", p->session_dir, errno);
 }
 
 void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
@@ -635,8 +776,9 @@ void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
         .kernel = p->kernel,
         .initrd = p->initrd,
         .append = o->append,
-        .workspace = o->workspace,
-        .rootfs = o->rootfs,
+        .workspace = p->workspace[0] ? p->workspace : NULL,
+        .rootfs = p->rootfs[0] ? p->rootfs : NULL,
+        .hostname = p->hostname[0] ? p->hostname : NULL,
         .mem_mib = o->mem_mib,
         .cpus = o->cpus,
         .run_base = p->run_base,
@@ -715,10 +857,13 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
+    if (cli_session_prepare(&o, &paths))
+        goto out;
     struct vm_runner_config cfg;
     cli_runner_config(&o, &paths, &cfg);
     if (vm_runner_start(r.runner, &cfg, err, sizeof(err))) {
         fprintf(stderr, "capsem: %s\n", err);
+        cli_session_abandon(&paths);
         goto out;
     }
     int rc = loop_run(r.loop);

@@ -6,6 +6,8 @@
 #ifndef CAPSEM_SERVER_CLI_RUN_H
 #define CAPSEM_SERVER_CLI_RUN_H
 
+#include "session_dir.h"
+
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -29,10 +31,15 @@ struct cli_run_opts {
     size_t n_env;
     const char *kernel; /* NULL = from the asset directory */
     const char *initrd;
-    const char *rootfs;    /* --rootfs FILE: root filesystem on /dev/vda, read-only; NULL = none */
-    const char *append;    /* hidden debug option: extra kernel command line */
-    const char *workspace; /* --workspace DIR: shared at /root over virtio-fs; NULL = none */
+    /* --rootfs FILE: root filesystem on /dev/vda, read-only; "none": the initramfs alone; NULL:
+     * the built image when there is one (see cli_session_prepare) */
+    const char *rootfs;
+    const char *append; /* hidden debug option: extra kernel command line */
+    /* --workspace DIR: shared at /root over virtio-fs; NULL = the session's own workspace */
+    const char *workspace;
+    const char *name; /* --name NAME: session id and host name; NULL = random */
     bool keep_logs;
+    bool unverified_assets; /* hidden test option: boot assets whose hash was not recorded */
     bool help;
     char **cmd; /* the command and its arguments, after "--" */
     size_t n_cmd;
@@ -49,12 +56,21 @@ __attribute__((warn_unused_result)) int cli_run_parse(int argc, char **argv, str
 /* Free what cli_run_parse() allocated. Accepts a zeroed struct. */
 void cli_run_opts_fini(struct cli_run_opts *o);
 
-/* Where a run finds its monitor, guest assets and run directories. */
+/* Where a run finds its monitor, guest assets, run and session directories. */
 struct cli_paths {
     char vmm[4096];
     char kernel[4096];
     char initrd[4096];
+    char rootfs[4096];   /* "" = boot the initramfs alone */
+    bool rootfs_default; /* rootfs is the asset directory's image, not named by --rootfs */
+    char home[4096];     /* $CAPSEM_HOME */
     char run_base[4096];
+    /* Filled by cli_session_prepare(): */
+    char session_id[SESSION_NAME_MAX + 1];
+    char hostname[SESSION_NAME_MAX + 1];
+    char session_dir[4096]; /* "" when the run needs none (--workspace given) */
+    char workspace[4096];   /* shared at /root */
+    bool session_created;   /* this run made session_dir */
 };
 
 /*
@@ -63,6 +79,26 @@ struct cli_paths {
  */
 __attribute__((warn_unused_result)) int cli_run_paths(const struct cli_run_opts *o,
                                                       struct cli_paths *p);
+
+/*
+ * Everything between the paths and the boot, shared by `capsem run` and
+ * `capsem shell`: settle the root filesystem (the built Debian image by
+ * default when its hash was recorded and the file is there, else the
+ * initramfs with a note on stderr), check the SHA-256 of the kernel,
+ * initramfs and root image against the recorded ones (cached in
+ * $CAPSEM_HOME/integrity-cache.json), then pick the session id and host
+ * name and make the session directory with its workspace unless
+ * --workspace was given (its path printed once on stderr when new).
+ * 0, or -errno with one `capsem: ...` line printed (the caller exits 125).
+ */
+__attribute__((warn_unused_result)) int cli_session_prepare(const struct cli_run_opts *o,
+                                                            struct cli_paths *p);
+
+/*
+ * The VM could not be started: remove the session directory again when this
+ * run made it and nothing was put in it since (rmdir only removes empty ones).
+ */
+void cli_session_abandon(const struct cli_paths *p);
 
 struct vm_runner_config;
 

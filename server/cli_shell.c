@@ -44,7 +44,7 @@ static const char usage_text[] =
     "Exits with the shell's status.\n"
     "\n"
     "options: as for `capsem run` (--mem, --cpus, --timeout, --boot-timeout, -e K=V,\n"
-    "--kernel, --initrd, --keep); see capsem run --help.\n";
+    "--kernel, --initrd, --rootfs, --name, --workspace, --keep); see capsem run --help.\n";
 
 /* Default program: the guest's bash as a login shell when present, else sh. */
 static char *default_cmd[] = {
@@ -480,11 +480,14 @@ int cli_shell_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
+    if (cli_session_prepare(&o, &paths))
+        goto out;
     struct vm_runner_config cfg;
     cli_runner_config(&o, &paths, &cfg);
     cfg.terminal = true;
     if (vm_runner_start(s.runner, &cfg, err, sizeof(err))) {
         fprintf(stderr, "capsem: %s\n", err);
+        cli_session_abandon(&paths);
         goto out;
     }
     int rc = raw_enter(&s);

@@ -4,6 +4,7 @@
  */
 #include "cli_run.h"
 #include "cli_shell.h"
+#include "integrity.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,6 +27,7 @@ static const char main_usage[] =
 
 int main(int argc, char **argv)
 {
+    integrity_set_built(&capsem_built_hashes);
     if (argc < 2) {
         fputs(main_usage, stderr);
         return CAPSEM_EXIT_USAGE;

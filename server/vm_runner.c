@@ -66,6 +66,7 @@ struct vm_runner {
     char uds[1100];
     char listen_path[1100];
     char log_path[1100];
+    char hostname[65];
     int listen_fd;
     char term_path[1100]; /* <uds>_5001 when cfg.terminal, else "" */
     int term_listen_fd;
@@ -568,7 +569,7 @@ static void on_accept(void *opaque, uint32_t events)
         close(fd);
         return;
     }
-    int rc = ctl_conn_create(r->loop, fd, &conn_ops, r, "capsem", &r->conn);
+    int rc = ctl_conn_create(r->loop, fd, &conn_ops, r, r->hostname, &r->conn);
     if (rc) {
         close(fd);
         fail(r, rc, "cannot serve the guest connection", true);
@@ -820,6 +821,7 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
     if (r->state != ST_IDLE)
         return -EALREADY;
     r->keep_logs = cfg->keep_logs;
+    snprintf(r->hostname, sizeof(r->hostname), "%s", cfg->hostname ? cfg->hostname : "capsem");
     rc = check_file("capsem-vmm", cfg->vmm_path, X_OK, err, errlen);
     if (rc) {
         size_t n = strlen(err);

@@ -43,6 +43,8 @@ struct vm_runner_config {
     size_t n_vsock_ports;
     /* CA certificate (PEM) sent to the guest in the hello answer, or NULL. */
     const char *ca_pem;
+    /* The guest's host name, sent in the hello answer; NULL = "capsem". */
+    const char *hostname;
 };
 
 #define VM_RUNNER_MAX_PORTS 8

@@ -136,7 +136,8 @@ static inline bool fg_expect(int fd, const char *type, struct fg_frame *f)
 /*
  * A fake capsem-vmm for tests that spawn one: reads the config the runner
  * wrote and, as FAKE_VMM_MODE says, plays the agent on <uds>_5000 ("ok":
- * output and exit 7; "echo": stdin back on stdout, exit 42; "hang": runs
+ * output and exit 7; "hostname": "host <the hello's hostname>" and exit 7; "echo": stdin back
+ * on stdout, exit 42; "hang": runs
  * until signalled, then exits 50 + signal; "lost": drops the connection and exits 3; "flood": 8 MiB
  * of output, then exit 7), prints an
  * error and exits 1 ("exit1"), prints a kernel panic ("panic") or never
@@ -161,6 +162,15 @@ static inline int fake_agent(const char *uds)
     fg_send_json(fd, "{\"type\":\"hello\",\"protocol\":1,\"agent\":\"fake\",\"kernel\":\"6.1.0-"
                      "fake\",\"boot_ms\":5}");
     struct fg_frame f;
+    char host[80] = "";
+    if (!strcmp(mode, "hostname")) {
+        /* Like "ok", but the output is the host name the host's hello carried. */
+        if (!fg_expect(fd, "hello", &f))
+            return 1;
+        const char *h = json_string_value(json_object_get(f.json, "hostname"));
+        snprintf(host, sizeof(host), "host %.64s\n", h ? h : "(none)");
+        fg_frame_free(&f);
+    }
     if (!fg_expect(fd, "exec", &f))
         return 1;
     uint32_t id = (uint32_t)json_integer_value(json_object_get(f.json, "id"));
@@ -214,6 +224,8 @@ static inline int fake_agent(const char *uds)
         for (int i = 0; i < 128; i++)
             if (!fg_send_data(fd, id, 1, chunk, sizeof(chunk)))
                 return 0;
+    } else if (host[0]) {
+        fg_send_data(fd, id, 1, host, strlen(host));
     } else if (strcmp(mode, "echo")) {
         fg_send_data(fd, id, 1, "hello from fake\n", 16);
     }
@@ -239,7 +251,7 @@ static inline int fake_vmm_main(const char *config)
     if (!uds || !mode)
         return 2;
     if (!strcmp(mode, "ok") || !strcmp(mode, "lost") || !strcmp(mode, "echo") ||
-        !strcmp(mode, "hang") || !strcmp(mode, "flood"))
+        !strcmp(mode, "hang") || !strcmp(mode, "flood") || !strcmp(mode, "hostname"))
         return fake_agent(uds);
     if (!strcmp(mode, "exit1")) {
         fprintf(stderr, "2026-01-01T00:00:00.000Z ERR capsem-vmm event=kvm_create_vm err=-13\n");
