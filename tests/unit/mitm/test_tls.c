@@ -562,24 +562,36 @@ static void test_mitm_certs_get_refreshes_near_expiry(void **state)
 
 struct mint_thread {
     struct mitm_certs *c;
+    pthread_barrier_t *start;
     int id;
     int failures;
 };
 
+#define MINT_ROUNDS 40
+
+static void get_checked(struct mint_thread *t, const char *host)
+{
+    X509 *x = NULL;
+    EVP_PKEY *k = NULL;
+    if (mitm_certs_get(t->c, host, &x, &k) != 0 || X509_check_host(x, host, 0, 0, NULL) != 1 ||
+        X509_check_private_key(x, k) != 1)
+        t->failures++;
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
 static void *mint_worker(void *arg)
 {
     struct mint_thread *t = arg;
-    char own[32];
-    snprintf(own, sizeof(own), "t%d.test", t->id);
-    for (int round = 0; round < 50; round++) {
-        const char *host = (round % 2) ? own : "same.test";
-        X509 *x = NULL;
-        EVP_PKEY *k = NULL;
-        if (mitm_certs_get(t->c, host, &x, &k) != 0 || X509_check_host(x, host, 0, 0, NULL) != 1 ||
-            X509_check_private_key(x, k) != 1)
-            t->failures++;
-        X509_free(x);
-        EVP_PKEY_free(k);
+    char host[32];
+    for (int round = 0; round < MINT_ROUNDS; round++) {
+        /* all four ask for the same new host at the same moment, then each for its own */
+        pthread_barrier_wait(t->start);
+        snprintf(host, sizeof(host), "same%d.test", round);
+        get_checked(t, host);
+        snprintf(host, sizeof(host), "t%d-%d.test", t->id, round);
+        get_checked(t, host);
+        get_checked(t, host); /* a hit */
     }
     return NULL;
 }
@@ -589,19 +601,23 @@ static void test_mitm_certs_get_concurrent_threads(void **state)
     struct fixture *f = *state;
     struct mitm_ca *ca = open_ca(f->dir);
     struct mitm_certs *c = NULL;
-    assert_int_equal(mitm_certs_create(ca, 16, &c), 0);
+    assert_int_equal(mitm_certs_create(ca, 4 * MINT_ROUNDS * 5, &c), 0);
+    pthread_barrier_t start;
+    assert_int_equal(pthread_barrier_init(&start, NULL, 4), 0);
     pthread_t th[4];
     struct mint_thread t[4];
     for (int i = 0; i < 4; i++) {
-        t[i] = (struct mint_thread){.c = c, .id = i};
+        t[i] = (struct mint_thread){.c = c, .start = &start, .id = i};
         assert_int_equal(pthread_create(&th[i], NULL, mint_worker, &t[i]), 0);
     }
     for (int i = 0; i < 4; i++) {
         assert_int_equal(pthread_join(th[i], NULL), 0);
         assert_int_equal(t[i].failures, 0);
     }
-    /* "same.test" minted once although four threads asked at once, plus one per thread */
-    expect_stats(c, 5, 5);
+    pthread_barrier_destroy(&start);
+    /* each shared host minted once although four threads asked at once, plus one per
+     * thread and round */
+    expect_stats(c, MINT_ROUNDS * 5, MINT_ROUNDS * 5);
     mitm_certs_free(c);
     mitm_ca_free(ca);
 }
