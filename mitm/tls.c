@@ -579,6 +579,23 @@ out:
     return rc;
 }
 
+/* Whether `path` exists (as anything, a dangling symlink included). */
+static int file_exists(const char *path, bool *exists, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        *exists = true;
+        return 0;
+    }
+    if (errno == ENOENT) {
+        *exists = false;
+        return 0;
+    }
+    int rc = -errno;
+    set_err(err, errlen, "%s: %s", path, strerror(-rc));
+    return rc;
+}
+
 int mitm_ca_open(const char *dir, struct mitm_ca **out, char *err, size_t errlen)
 {
     int rc;
@@ -620,9 +637,10 @@ int mitm_ca_open(const char *dir, struct mitm_ca **out, char *err, size_t errlen
         set_err(err, errlen, "out of memory");
         goto out;
     }
-    struct stat st;
-    bool have_key = lstat(kpath, &st) == 0;
-    bool have_cert = lstat(cpath, &st) == 0;
+    bool have_key, have_cert;
+    if ((rc = file_exists(kpath, &have_key, err, errlen)) != 0 ||
+        (rc = file_exists(cpath, &have_cert, err, errlen)) != 0)
+        goto out;
     if (!have_key && !have_cert) {
         rc = ca_create_files(dir, dirfd, &ca->key, &ca->cert, err, errlen);
     } else if (!have_cert) {
