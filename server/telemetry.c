@@ -68,7 +68,14 @@ struct telemetry {
     pthread_t writer;
     bool writer_started;
 
-    /* mu guards every field below. */
+    /*
+     * Dropping is lock-free, so that a producer facing a full queue neither
+     * copies nor waits for the lock: atomics only.
+     */
+    uint64_t dropped;
+    int64_t drop_logged_ns; /* when a drop was last logged */
+
+    /* mu guards every field below; `count` is also read without it (atomically). */
     pthread_mutex_t mu;
     pthread_cond_t wake; /* writer: work, a flush, or stop */
     pthread_cond_t done; /* flushers: `written` moved */
@@ -77,10 +84,8 @@ struct telemetry {
     uint64_t queued;     /* events accepted so far */
     uint64_t written;    /* events the writer finished with (stored or lost to an error) */
     uint64_t flush_want; /* largest `queued` a flusher waits for */
-    uint64_t dropped;
-    int64_t drop_logged_ns; /* when a drop was last logged */
-    uint64_t lost;          /* events a write error lost */
-    int werr;               /* first write error, 0 when none */
+    uint64_t lost;       /* events a write error lost */
+    int werr;            /* first write error, 0 when none */
     bool stop;
 };
 
@@ -197,20 +202,20 @@ static size_t secret_at(const char *s, size_t len, size_t i, size_t *keep)
  */
 static int scrub_text(const char *s, char **out)
 {
-    size_t len = strlen(s), outlen = 0, i, keep, n;
+    size_t len = strlen(s), outlen = len, i, keep, n;
     bool found = false;
     char *o, *p;
 
     *out = NULL;
-    for (i = 0; i < len;) {
-        n = secret_at(s, len, i, &keep);
+    /* Every secret starts with one of these letters: jump between them. */
+    for (const char *c = strpbrk(s, "sABb"); c; c = strpbrk(c, "sABb")) {
+        n = secret_at(s, len, (size_t)(c - s), &keep);
         if (n) {
             found = true;
-            outlen += keep + strlen(REDACTED);
-            i += n;
+            outlen = outlen - (n - keep) + strlen(REDACTED);
+            c += n;
         } else {
-            outlen++;
-            i++;
+            c++;
         }
     }
     if (!found)
@@ -263,6 +268,10 @@ static int scrub_headers(const char *s, char **out)
     int rc = 0;
 
     *out = NULL;
+    /* Parsing is only needed for credential headers and escapes; most text has neither. */
+    if (!strstr(s, "\\u") && !strcasestr(s, "authorization") && !strcasestr(s, "api-key") &&
+        !strcasestr(s, "cookie"))
+        return scrub_text(s, out);
     obj = json_loads(s, JSON_DECODE_ANY, NULL);
     if (!json_is_object(obj)) {
         json_decref(obj);
@@ -479,7 +488,7 @@ static void *writer_main(void *arg)
             t->head = (t->head + 1) % QUEUE_MAX;
             t->bytes -= batch[i]->bytes;
         }
-        t->count -= n;
+        __atomic_store_n(&t->count, t->count - n, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&t->mu);
 
         lost = write_batch(t, batch, n, &err);
@@ -588,31 +597,37 @@ static struct qevent *copy_dns(const struct dns_event *ev)
     return e;
 }
 
+/* Count a dropped event; log the total at most once a second. */
+static void count_drop(struct telemetry *t)
+{
+    uint64_t n = __atomic_add_fetch(&t->dropped, 1, __ATOMIC_RELAXED);
+    int64_t now = mono_ns(), last = __atomic_load_n(&t->drop_logged_ns, __ATOMIC_RELAXED);
+
+    if ((n == 1 || now - last >= 1000000000L) &&
+        __atomic_compare_exchange_n(&t->drop_logged_ns, &last, now, false, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED))
+        LOG_WARN("telemetry: event queue full, dropping events dropped=%llu",
+                 (unsigned long long)n);
+}
+
+/* Is the queue full? A hint read without the lock, to drop before copying. */
+static bool looks_full(struct telemetry *t)
+{
+    return __atomic_load_n(&t->count, __ATOMIC_RELAXED) >= QUEUE_MAX;
+}
+
 /* Queue `e` (owned; NULL = the copy failed) or drop and count it. Never waits for the writer. */
 static void enqueue(struct telemetry *t, struct qevent *e)
 {
-    uint64_t dropped = 0;
-    bool log_drop = false;
-
     pthread_mutex_lock(&t->mu);
     if (!e || t->stop || t->count == QUEUE_MAX || e->bytes > QUEUE_BYTES_MAX - t->bytes) {
-        int64_t now = mono_ns();
-
-        t->dropped++;
-        if (now - t->drop_logged_ns >= 1000000000L || t->dropped == 1) {
-            t->drop_logged_ns = now;
-            dropped = t->dropped;
-            log_drop = true;
-        }
         pthread_mutex_unlock(&t->mu);
         free(e);
-        if (log_drop)
-            LOG_WARN("telemetry: event queue full, dropping events dropped=%llu",
-                     (unsigned long long)dropped);
+        count_drop(t);
         return;
     }
     t->ring[(t->head + t->count) % QUEUE_MAX] = e;
-    t->count++;
+    __atomic_store_n(&t->count, t->count + 1, __ATOMIC_RELAXED);
     t->bytes += e->bytes;
     t->queued++;
     /* Wake an idle writer, or one letting a batch grow that is now full. */
@@ -623,14 +638,26 @@ static void enqueue(struct telemetry *t, struct qevent *e)
 
 static void sink_net_cb(void *opaque, const struct net_event *ev)
 {
-    if (ev)
-        enqueue(opaque, copy_net(ev));
+    struct telemetry *t = opaque;
+
+    if (!ev)
+        return;
+    if (looks_full(t))
+        count_drop(t);
+    else
+        enqueue(t, copy_net(ev));
 }
 
 static void sink_dns_cb(void *opaque, const struct dns_event *ev)
 {
-    if (ev)
-        enqueue(opaque, copy_dns(ev));
+    struct telemetry *t = opaque;
+
+    if (!ev)
+        return;
+    if (looks_full(t))
+        count_drop(t);
+    else
+        enqueue(t, copy_dns(ev));
 }
 
 static const struct sink_ops telemetry_sink_ops = {
@@ -882,9 +909,7 @@ uint64_t telemetry_dropped(struct telemetry *t)
 
     if (!t)
         return 0;
-    pthread_mutex_lock(&t->mu);
-    n = t->dropped;
-    pthread_mutex_unlock(&t->mu);
+    n = __atomic_load_n(&t->dropped, __ATOMIC_RELAXED);
     return n;
 }
 
