@@ -30,3 +30,9 @@ void sink_dns(const struct sink *s, const struct dns_event *ev)
     if (s && s->ops && s->ops->dns)
         s->ops->dns(s->opaque, ev);
 }
+
+void sink_model(const struct sink *s, const struct model_call *ev)
+{
+    if (s && s->ops && s->ops->model)
+        s->ops->model(s->opaque, ev);
+}

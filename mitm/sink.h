@@ -10,6 +10,8 @@
 #ifndef CAPSEM_MITM_SINK_H
 #define CAPSEM_MITM_SINK_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 /* What policy decided. Numbers are stable: they are stored. */
@@ -60,9 +62,68 @@ struct dns_event {
     const char *answer; /* "198.18.0.7", "NXDOMAIN", "NODATA", "FORMERR" */
 };
 
+/* A tool call the model asked for, found in a response. */
+struct model_tool_call {
+    const char *id;        /* provider's call id (Gemini: may be NULL) */
+    const char *name;      /* tool name */
+    const char *arguments; /* arguments as JSON text (bounded), NULL when none */
+};
+
+/* A tool result the agent sent back, found in a request. */
+struct model_tool_result {
+    const char *id;      /* the call id it answers (Gemini: the function name) */
+    bool is_error;       /* the agent marked it as an error */
+    const char *preview; /* bounded UTF-8 preview of the content, or NULL */
+};
+
+/*
+ * One LLM API call seen by the proxy, parsed by mitm/model.h. Counts are -1
+ * when the provider did not say. The proxy fills the connection fields,
+ * pricing (mitm/pricing.h) the cost and mitm/trace.h the trace fields.
+ */
+struct model_call {
+    int64_t time_us;     /* wall clock when the request head arrived, µs since the epoch */
+    const char *process; /* guest process name */
+    int64_t pid;         /* guest pid, 0 unknown */
+    const char *host;
+    const char *path;     /* without the query */
+    const char *provider; /* "anthropic", "openai", "gemini" */
+    const char *api;      /* "messages", "chat", "responses", "generate" */
+    const char *model_requested;
+    const char *model_answered; /* what the response says it used */
+    const char *response_id;
+    bool stream;
+    int http_status;           /* 0 when no response head */
+    const char *status;        /* "ok", "error", "incomplete" (stream cut short) */
+    const char *error_type;    /* provider's error type, NULL when none */
+    const char *error_message; /* bounded */
+    const char *stop_reason;
+    int64_t input_tokens;  /* not counting cache reads and writes */
+    int64_t output_tokens; /* including reasoning */
+    int64_t cache_read_tokens;
+    int64_t cache_write_tokens;
+    int64_t reasoning_tokens;
+    int64_t message_count; /* messages / input items / contents in the request */
+    int64_t tool_count;    /* tools offered in the request */
+    const char *system_preview;
+    const struct model_tool_call *tool_calls;
+    size_t n_tool_calls;
+    const struct model_tool_result *tool_results;
+    size_t n_tool_results;
+    int64_t ttft_us;     /* request head to first response body byte, -1 when none */
+    int64_t duration_us; /* request head to end of response */
+    bool cost_known;     /* false: model not in the price table, cost_usd is 0 */
+    double cost_usd;
+    int64_t trace_id; /* 0 when not linked */
+    int turn;         /* 1 for a trace's first call */
+    bool parse_error; /* some body could not be parsed; fields hold what was learned */
+    bool truncated;   /* a body was larger than the parser keeps */
+};
+
 struct sink_ops {
     void (*net)(void *opaque, const struct net_event *ev);
     void (*dns)(void *opaque, const struct dns_event *ev);
+    void (*model)(void *opaque, const struct model_call *ev);
 };
 
 /* A sink: ops may be NULL (events dropped); any op may be NULL. */
@@ -74,5 +135,6 @@ struct sink {
 /* Deliver through `s`, tolerating a NULL sink or op. */
 void sink_net(const struct sink *s, const struct net_event *ev);
 void sink_dns(const struct sink *s, const struct dns_event *ev);
+void sink_model(const struct sink *s, const struct model_call *ev);
 
 #endif
