@@ -16,6 +16,7 @@
  * integrity_check and holds a gap-free prefix of what was queued.
  */
 #include "telemetry.h"
+#include "log.h"
 #include "telemetry_sql.h"
 
 #include <setjmp.h>
@@ -509,11 +510,17 @@ static void test_sink_net_full_queue_drops_without_blocking(void **state)
     struct telemetry *t = open_ok(f->path);
     struct flood fl = {.sink = telemetry_sink(t), .n = FLOOD};
     sqlite3 *locker = db_open(f->path);
-    struct timespec deadline;
+    struct timespec deadline, t0, t1;
+    FILE *logf = tmpfile();
+    char line[512];
+    int drop_lines = 0;
     pthread_t th;
     uint64_t dropped;
     int64_t rows;
 
+    assert_non_null(logf);
+    log_set_file(logf);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     /* Another connection holds the write lock: the writer cannot commit anything. */
     assert_int_equal(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(pthread_create(&th, NULL, flood_main, &fl), 0);
@@ -521,7 +528,17 @@ static void test_sink_net_full_queue_drops_without_blocking(void **state)
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += 60;
     assert_int_equal(pthread_timedjoin_np(th, NULL, &deadline), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    log_set_file(NULL);
     dropped = telemetry_dropped(t);
+    /* Drops are logged, at most once a second. */
+    rewind(logf);
+    while (fgets(line, sizeof(line), logf))
+        if (strstr(line, "queue full"))
+            drop_lines++;
+    fclose(logf);
+    assert_true(drop_lines >= 1);
+    assert_true(drop_lines <= 1 + (t1.tv_sec - t0.tv_sec) + 1);
     assert_true(dropped > 0);
     assert_true(dropped < FLOOD);
     assert_int_equal(db_int(locker, "SELECT count(*) FROM net_events"), 0);
@@ -746,6 +763,9 @@ static void test_sink_net_null_strings_stored_as_null(void **state)
     sink_net(&s, &ev);
     sink_net(&s, &empty);
     sink_dns(&s, &dns);
+    /* No event at all: ignored. */
+    sink_net(&s, NULL);
+    sink_dns(&s, NULL);
     telemetry_close(t);
 
     db = db_open(f->path);
@@ -760,6 +780,8 @@ static void test_sink_net_null_strings_stored_as_null(void **state)
     assert_int_equal(db_int(db, "SELECT count(*) FROM net_events WHERE time_us = 6 AND "
                                 "process = '' AND req_headers = '' AND method IS NULL"),
                      1);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM net_events"), 2);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM dns_events"), 1);
     assert_int_equal(db_int(db, "SELECT count(*) FROM dns_events WHERE name IS NULL AND "
                                 "type IS NULL AND rule IS NULL AND answer IS NULL AND "
                                 "decision = 1"),
