@@ -278,7 +278,8 @@ int net_setup(const char *cmdline, size_t len, const char *proxy, const char *dn
         LOG_ERR("event=net_rules err=\"%s\"", strerror(-ret));
         goto out;
     }
-    if ((ret = create_dummy())) {
+    /* The kernel may have made it already (dummy's numdummies defaults to 1). */
+    if ((ret = create_dummy()) && ret != -EEXIST) {
         LOG_ERR("event=net_dummy err=\"%s\"", strerror(-ret));
         goto out;
     }
