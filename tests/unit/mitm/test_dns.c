@@ -349,6 +349,12 @@ static void test_dns_pool_assign_until_full(void **state)
     assert_int_equal(dns_pool_lookup(p, a, back, sizeof(back)), 0);
     snprintf(name, sizeof(name), "h%zu.test", total - 1);
     assert_string_equal(back, name);
+    /* with every address given, .0 and .255 still name nothing */
+    const uint32_t never[] = {0xC6120000u, 0xC61200FFu, 0xC6120100u, 0xC613FFFFu, 0xC6140001u};
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++) {
+        a.s_addr = htonl(never[i]);
+        assert_int_equal(dns_pool_lookup(p, a, back, sizeof(back)), -ENOENT);
+    }
     dns_pool_free(p);
 }
 

@@ -874,10 +874,12 @@ static void repo_path(char *out, size_t outlen, const char *rel)
 {
     char here[1024];
     snprintf(here, sizeof(here), "%s", __FILE__);
-    char *cut = strstr(here, "/tests/unit/mitm/");
+    char *cut = strstr(here, "tests/unit/mitm/");
     assert_non_null(cut);
-    *cut = '\0';
-    snprintf(out, outlen, "%s/%s", here, rel);
+    if (cut == here) /* a relative __FILE__: run from the top directory */
+        snprintf(out, outlen, "%s", rel);
+    else
+        snprintf(out, outlen, "%.*s%s", (int)(cut - here), here, rel);
 }
 
 static json_t *load_schema(void)
