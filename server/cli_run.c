@@ -10,6 +10,7 @@
 #include "integrity.h"
 #include "log.h"
 #include "loop.h"
+#include "netsvc.h"
 #include "vm_runner.h"
 
 #include <errno.h>
@@ -58,6 +59,8 @@ static const char usage_text[] =
     "  --workspace DIR      share DIR with the guest at /root (virtio-fs); default: the\n"
     "                       session's workspace $CAPSEM_HOME/sessions/<id>/workspace,\n"
     "                       kept after the run\n"
+    "  --no-net             no network for the guest (by default a Debian-root guest reaches\n"
+    "                       the outside through the host's policy proxy: docs/policy.md)\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -241,6 +244,10 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o, char *err, size
             o->keep_logs = true;
             continue;
         }
+        if (!strcmp(a, "--no-net")) {
+            o->no_net = true;
+            continue;
+        }
         if (!strcmp(a, "--unverified-assets")) {
             o->unverified_assets = true;
             continue;
@@ -299,6 +306,7 @@ out:
 struct run {
     struct loop *loop;
     struct vm_runner *runner;
+    struct cli_paths *paths;
     const struct cli_run_opts *opts;
     int sig_fd;
     int timeout_fd;
@@ -451,8 +459,15 @@ static void on_done(void *opaque, int err, const char *msg, const char *log_path
         end_run(r, CAPSEM_EXIT_FAILED);
 }
 
+static void on_vsock(void *opaque, unsigned port, int fd)
+{
+    struct run *r = opaque;
+    cli_on_vsock(r->paths, port, fd);
+}
+
 static const struct vm_runner_ops runner_ops = {
     .on_ready = on_ready,
+    .on_vsock = on_vsock,
     .on_started = on_started,
     .on_output = on_output,
     .on_exit = on_exit_msg,
@@ -764,9 +779,62 @@ void cli_session_abandon(const struct cli_paths *p)
 {
     if (!p->session_created)
         return;
-    if (rmdir(p->workspace) == 0 && rmdir(p->session_dir) < 0)
+    /* The session's own workspace, never a --workspace directory. */
+    char ws[4200];
+    if (snprintf(ws, sizeof(ws), "%s/workspace", p->session_dir) >= (int)sizeof(ws))
+        return;
+    if (rmdir(ws) == 0 && rmdir(p->session_dir) < 0)
         LOG_INFO("event=session_dir_kept dir=%s errno=%d", p->session_dir, errno);
 }
+
+int cli_net_start(struct loop *l, const struct cli_run_opts *o, struct cli_paths *p)
+{
+    char err[1200];
+    p->net = NULL;
+    int n = snprintf(p->append, sizeof(p->append), "%s", o->append ? o->append : "");
+    if (n < 0 || (size_t)n >= sizeof(p->append)) {
+        fprintf(stderr, "capsem: --append is too long\n");
+        return -ENAMETOOLONG;
+    }
+    if (o->no_net || !p->rootfs[0])
+        return 0;
+    if (!p->session_dir[0]) {
+        /* --workspace named the shared directory: the database still lives in the session's. */
+        n = snprintf(p->session_dir, sizeof(p->session_dir), "%s/sessions/%s", p->home,
+                     p->session_id);
+        int rc = n < 0 || (size_t)n >= sizeof(p->session_dir)
+                     ? -ENAMETOOLONG
+                     : session_mkdir_p(p->session_dir, 0700);
+        if (rc) {
+            fprintf(stderr, "capsem: cannot create %s: %s\n", p->session_dir, strerror(-rc));
+            return rc;
+        }
+    }
+    struct netsvc_config nc = {.home = p->home, .session_dir = p->session_dir};
+    int rc = netsvc_start(l, &nc, &p->net, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "capsem: network: %s\n", err);
+        return rc;
+    }
+    const char *ports = netsvc_http_ports(p->net);
+    n = snprintf(p->append, sizeof(p->append), "capsem.net=1%s%s%s%s",
+                 ports[0] ? " capsem.http_ports=" : "", ports, o->append ? " " : "",
+                 o->append ? o->append : "");
+    if (n < 0 || (size_t)n >= sizeof(p->append)) {
+        fprintf(stderr, "capsem: --append is too long\n");
+        cli_net_stop(p);
+        return -ENAMETOOLONG;
+    }
+    return 0;
+}
+
+void cli_net_stop(struct cli_paths *p)
+{
+    netsvc_stop(p->net);
+    p->net = NULL;
+}
+
+static const unsigned net_ports[] = {NETSVC_PORT_PROXY, NETSVC_PORT_DNS};
 
 void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
                        struct vm_runner_config *cfg)
@@ -775,7 +843,7 @@ void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
         .vmm_path = p->vmm,
         .kernel = p->kernel,
         .initrd = p->initrd,
-        .append = o->append,
+        .append = p->append[0] ? p->append : NULL,
         .workspace = p->workspace[0] ? p->workspace : NULL,
         .rootfs = p->rootfs[0] ? p->rootfs : NULL,
         .hostname = p->hostname[0] ? p->hostname : NULL,
@@ -785,6 +853,20 @@ void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
         .boot_timeout_ms = o->boot_timeout_s * 1000u,
         .keep_logs = o->keep_logs,
     };
+    if (p->net) {
+        cfg->vsock_ports = net_ports;
+        cfg->n_vsock_ports = sizeof(net_ports) / sizeof(net_ports[0]);
+        cfg->ca_pem = netsvc_ca_pem(p->net);
+    }
+}
+
+void cli_on_vsock(void *paths, unsigned port, int fd)
+{
+    struct cli_paths *p = paths;
+    if (p->net)
+        netsvc_accept(p->net, port, fd);
+    else
+        close(fd);
 }
 
 bool cli_block_signals(int extra, sigset_t *mask, sigset_t *old)
@@ -857,7 +939,8 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
-    if (cli_session_prepare(&o, &paths))
+    r.paths = &paths;
+    if (cli_session_prepare(&o, &paths) || cli_net_start(r.loop, &o, &paths))
         goto out;
     struct vm_runner_config cfg;
     cli_runner_config(&o, &paths, &cfg);
@@ -874,6 +957,7 @@ int cli_run_main(int argc, char **argv)
     code = r.exit_code;
 out:
     vm_runner_destroy(r.runner);
+    cli_net_stop(&paths);
     if (r.stdin_watched)
         loop_del(r.loop, r.stdin_fd);
     if (r.always_fd >= 0)

@@ -8,6 +8,8 @@
 
 #include "session_dir.h"
 
+#include "loop.h"
+
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,6 +41,7 @@ struct cli_run_opts {
     const char *workspace;
     const char *name; /* --name NAME: session id and host name; NULL = random */
     bool keep_logs;
+    bool no_net;            /* --no-net: the guest gets no network at all */
     bool unverified_assets; /* hidden test option: boot assets whose hash was not recorded */
     bool help;
     char **cmd; /* the command and its arguments, after "--" */
@@ -56,6 +59,8 @@ __attribute__((warn_unused_result)) int cli_run_parse(int argc, char **argv, str
 /* Free what cli_run_parse() allocated. Accepts a zeroed struct. */
 void cli_run_opts_fini(struct cli_run_opts *o);
 
+struct netsvc;
+
 /* Where a run finds its monitor, guest assets, run and session directories. */
 struct cli_paths {
     char vmm[4096];
@@ -71,6 +76,9 @@ struct cli_paths {
     char session_dir[4096]; /* "" when the run needs none (--workspace given) */
     char workspace[4096];   /* shared at /root */
     bool session_created;   /* this run made session_dir */
+    /* Filled by cli_net_start(): */
+    struct netsvc *net; /* the session's network services, or NULL when the guest has none */
+    char append[2048];  /* kernel command line: the network's settings and --append */
 };
 
 /*
@@ -99,6 +107,22 @@ __attribute__((warn_unused_result)) int cli_session_prepare(const struct cli_run
  * run made it and nothing was put in it since (rmdir only removes empty ones).
  */
 void cli_session_abandon(const struct cli_paths *p);
+
+/*
+ * Start the session's network services (server/netsvc.h) when the guest
+ * gets a network: it boots the Debian root (where the guest's redirect rules
+ * and relays live) and --no-net was not given. The policy comes from
+ * /etc/capsem/corp.json and $CAPSEM_HOME/config.json; the session database
+ * is session.db in the session directory. Fills p->net and p->append. 0
+ * (also when no network is wanted), or -errno with one `capsem: ...` line
+ * printed (a bad config names the file, the JSON path and the reason).
+ */
+__attribute__((warn_unused_result)) int cli_net_start(struct loop *l, const struct cli_run_opts *o,
+                                                      struct cli_paths *p);
+/* Stop what cli_net_start() started: connections closed, the database flushed. */
+void cli_net_stop(struct cli_paths *p);
+/* The runners' on_vsock for both CLIs: hands the connection to p->net (closes it without). */
+void cli_on_vsock(void *paths, unsigned port, int fd);
 
 struct vm_runner_config;
 

@@ -86,6 +86,7 @@ int cli_shell_parse(int argc, char **argv, struct cli_run_opts *o, char *err, si
 struct shell {
     struct loop *loop;
     struct vm_runner *runner;
+    struct cli_paths *paths;
     const struct cli_run_opts *opts;
     int sig_fd;
     int timeout_fd;
@@ -371,8 +372,15 @@ static void on_done(void *opaque, int err, const char *msg, const char *log_path
     end_shell(s, s->have_status ? s->status : CAPSEM_EXIT_FAILED);
 }
 
+static void on_vsock(void *opaque, unsigned port, int fd)
+{
+    struct shell *s = opaque;
+    cli_on_vsock(s->paths, port, fd);
+}
+
 static const struct vm_runner_ops runner_ops = {
     .on_ready = on_ready,
+    .on_vsock = on_vsock,
     .on_exit = on_exit_msg,
     .on_guest_error = on_guest_error,
     .on_terminal = on_terminal,
@@ -480,7 +488,8 @@ int cli_shell_main(int argc, char **argv)
         fprintf(stderr, "capsem: out of memory\n");
         goto out;
     }
-    if (cli_session_prepare(&o, &paths))
+    s.paths = &paths;
+    if (cli_session_prepare(&o, &paths) || cli_net_start(s.loop, &o, &paths))
         goto out;
     struct vm_runner_config cfg;
     cli_runner_config(&o, &paths, &cfg);
@@ -504,6 +513,7 @@ int cli_shell_main(int argc, char **argv)
     code = s.exit_code;
 out:
     vm_runner_destroy(s.runner);
+    cli_net_stop(&paths);
     raw_restore(&s);
     if (s.stdin_watched)
         loop_del(s.loop, STDIN_FILENO);
