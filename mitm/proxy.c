@@ -77,8 +77,9 @@ struct pconn {
     size_t glen;
     uint8_t *ubuf; /* upstream response head being gathered */
     size_t ulen;
-    uint8_t *tmp; /* relay buffer */
-    char *wbuf;   /* rewritten head */
+    uint8_t *tmp;             /* relay buffer */
+    char *wbuf;               /* rewritten head */
+    struct upstream_conn *up; /* kept from the last exchange for the next, or NULL */
 };
 
 /* What one exchange reports. */
@@ -314,6 +315,7 @@ static int tls_accept(struct pconn *pc)
     pc->g.ssl = ssl;
     SSL_set_fd(ssl, pc->fd);
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_set_read_ahead(ssl, 1);
     pc->tls = true;
     int64_t deadline = mono_us() + (int64_t)pc->p->connect_timeout_ms * 1000;
     for (;;) {
@@ -531,6 +533,26 @@ static bool body_done(const struct http_body *b)
            b->kind == HTTP_BODY_NONE;
 }
 
+/*
+ * Read what io has now into buf[0..cap): the first read as mitm_io_read()
+ * with no wait, then more while more is there without waiting, so one write
+ * on carries it all. Nothing that has arrived is held back.
+ */
+static ssize_t read_batch(struct mitm_io *io, uint8_t *buf, size_t cap)
+{
+    ssize_t n = mitm_io_read(io, buf, cap, 0);
+    if (n <= 0)
+        return n;
+    size_t got = (size_t)n;
+    while (got < cap) {
+        ssize_t more = mitm_io_read(io, buf + got, cap - got, 0);
+        if (more <= 0)
+            break; /* an end or error shows again on the next read */
+        got += (size_t)more;
+    }
+    return (ssize_t)got;
+}
+
 /* Byte relay after a 101, until either side ends. */
 static void tunnel(struct pconn *pc, struct upstream_conn *up, struct exch *x)
 {
@@ -658,7 +680,7 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
         }
 
         if (gi >= 0 && (gpend || pfd[gi].revents)) {
-            ssize_t n = mitm_io_read(&pc->g, pc->tmp, CHUNK, 0);
+            ssize_t n = read_batch(&pc->g, pc->tmp, CHUNK);
             if (n == 0 || (n < 0 && n != -EAGAIN)) {
                 set_error(x, "guest closed the connection during the request body");
                 *up_reusable = false;
@@ -788,7 +810,7 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                     break;
                 }
             } else if (rs == R_BODY) {
-                ssize_t n = mitm_io_read(&up->io, pc->tmp, CHUNK, 0);
+                ssize_t n = read_batch(&up->io, pc->tmp, CHUNK);
                 if (n == -EAGAIN)
                     continue;
                 if (n <= 0) {
@@ -977,7 +999,17 @@ static void serve_http(struct pconn *pc)
         for (int attempt = 0; attempt < 2; attempt++) {
             struct upstream_conn *up = NULL;
             char err[256];
-            int r = upstream_get(p->ups, x.host, x.port, pc->tls, ovr, &up, err, sizeof(err));
+            int r = 0;
+            /* The connection the last exchange used goes on when it fits; else to the pool. */
+            if (pc->up && upstream_conn_usable(pc->up, x.host, x.port, pc->tls, ovr)) {
+                up = pc->up;
+                up->reused = true;
+            } else if (pc->up) {
+                upstream_put(p->ups, pc->up, true);
+            }
+            pc->up = NULL;
+            if (!up)
+                r = upstream_get(p->ups, x.host, x.port, pc->tls, ovr, &up, err, sizeof(err));
             if (r < 0) {
                 char body[400];
                 set_error(&x, "upstream %s:%u: %s", x.host, x.port, err);
@@ -992,10 +1024,13 @@ static void serve_http(struct pconn *pc)
             }
             bool reusable = false;
             xr = exchange(pc, up, &ri, wl, &x, &reusable);
-            upstream_put(p->ups, up, reusable && xr != XR_RETRY);
+            if (reusable && xr == XR_OK)
+                pc->up = up; /* kept for this guest's next request */
+            else
+                upstream_put(p->ups, up, reusable && xr != XR_RETRY);
             if (xr != XR_RETRY)
                 break;
-            if (attempt == 1) { /* a fresh connection failed the same way: a real 502 */
+            if (attempt == 1) { /* a second connection failed the same way: a real 502 */
                 set_error(&x, "upstream %s:%u: connection closed before the response", x.host,
                           x.port);
                 send_simple(pc, &x, 502, "Bad Gateway", "upstream closed the connection\n", true,
@@ -1042,6 +1077,8 @@ static void *conn_main(void *arg)
     pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
     if (read_cnet(pc) == 0 && peek_first(pc, &first) == 0 && (first != 0x16 || tls_accept(pc) == 0))
         serve_http(pc);
+    upstream_put(p->ups, pc->up, true); /* only ever kept after a clean exchange */
+    pc->up = NULL;
 
     pthread_mutex_lock(&p->lock);
     if (pc->prev)

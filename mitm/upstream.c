@@ -85,8 +85,9 @@ static void all_unlink(struct upstream_pool *p, struct upstream_conn *c)
 /* Remember c's TLS session for its key when it can be resumed. */
 static void session_save(struct upstream_pool *p, struct upstream_conn *c)
 {
-    if (!c->io.ssl)
+    if (!c->io.ssl || c->session_saved)
         return;
+    c->session_saved = true; /* one session per connection is enough to resume from */
     SSL_SESSION *s = SSL_get1_session(c->io.ssl);
     if (!s)
         return;
@@ -173,6 +174,8 @@ void upstream_pool_stats(struct upstream_pool *p, unsigned long *connects, unsig
     pthread_mutex_unlock(&p->lock);
 }
 
+static bool looks_alive(const struct upstream_conn *c);
+
 /* An idle connection for key that still looks alive, or NULL. */
 static struct upstream_conn *idle_take(struct upstream_pool *p, const char *key)
 {
@@ -192,9 +195,8 @@ static struct upstream_conn *idle_take(struct upstream_pool *p, const char *key)
         if (!c)
             return NULL;
         /* Idle too long, or the server closed it (or sent something unasked): drop it. */
-        struct pollfd pfd = {.fd = c->io.fd, .events = POLLIN};
         bool stale = now_us() - c->idle_since_us > (int64_t)p->idle_timeout_ms * 1000;
-        if (stale || poll(&pfd, 1, 0) != 0 || (c->io.ssl && SSL_has_pending(c->io.ssl))) {
+        if (stale || !looks_alive(c)) {
             conn_close(p, c);
             continue;
         }
@@ -306,6 +308,7 @@ static int tls_connect(struct upstream_pool *p, struct upstream_conn *c, const c
     c->io.ssl = ssl;
     SSL_set_fd(ssl, c->io.fd);
     SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_set_read_ahead(ssl, 1); /* fewer recv() calls; SSL_has_pending() sees what it buffers */
     struct in_addr ip4;
     int ok;
     if (inet_pton(AF_INET, host, &ip4) == 1)
@@ -369,13 +372,34 @@ static int tls_connect(struct upstream_pool *p, struct upstream_conn *c, const c
     return 0;
 }
 
+/* The pool key of a destination; false when it does not fit. */
+static bool make_key(char *key, size_t len, const char *host, unsigned port, bool tls,
+                     const char *addr)
+{
+    int n = snprintf(key, len, "%s|%s:%u|%s", tls ? "https" : "http", host, port, addr ? addr : "");
+    return n >= 0 && (size_t)n < len;
+}
+
+/* Open and quiet: no EOF, no unasked bytes, nothing buffered. */
+static bool looks_alive(const struct upstream_conn *c)
+{
+    struct pollfd pfd = {.fd = c->io.fd, .events = POLLIN};
+    return poll(&pfd, 1, 0) == 0 && !(c->io.ssl && SSL_has_pending(c->io.ssl));
+}
+
+bool upstream_conn_usable(const struct upstream_conn *c, const char *host, unsigned port, bool tls,
+                          const char *addr)
+{
+    char key[320];
+    return c && make_key(key, sizeof(key), host, port, tls, addr) && strcmp(key, c->key) == 0 &&
+           looks_alive(c);
+}
+
 int upstream_get(struct upstream_pool *p, const char *host, unsigned port, bool tls,
                  const char *addr, struct upstream_conn **out, char *err, size_t errlen)
 {
     char key[320];
-    int n = snprintf(key, sizeof(key), "%s|%s:%u|%s", tls ? "https" : "http", host, port,
-                     addr ? addr : "");
-    if (n < 0 || (size_t)n >= sizeof(key)) {
+    if (!make_key(key, sizeof(key), host, port, tls, addr)) {
         snprintf(err, errlen, "host name too long");
         return -ENAMETOOLONG;
     }

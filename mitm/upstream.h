@@ -25,6 +25,7 @@ struct upstream_conn {
     /* private */
     char key[320];
     int64_t idle_since_us;
+    bool session_saved;
     struct upstream_conn *next;
     struct upstream_conn *all_prev, *all_next;
 };
@@ -59,6 +60,15 @@ __attribute__((warn_unused_result)) int upstream_get(struct upstream_pool *p, co
  * Accepts NULL.
  */
 void upstream_put(struct upstream_pool *p, struct upstream_conn *c, bool reusable);
+
+/*
+ * Whether `c`, held by the caller since its last exchange, can carry the next
+ * request to host:port (same destination as upstream_get() would key it, and
+ * the server has not closed it). Lets a guest connection keep its upstream
+ * connection across requests without a round trip through the pool.
+ */
+bool upstream_conn_usable(const struct upstream_conn *c, const char *host, unsigned port, bool tls,
+                          const char *addr);
 
 /* Statistics for tests: connections made, TLS sessions resumed, idle connections reused. */
 void upstream_pool_stats(struct upstream_pool *p, unsigned long *connects, unsigned long *resumed,
