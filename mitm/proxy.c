@@ -858,9 +858,7 @@ fail:
     if (!sent_to_guest) {
         char body[400];
         snprintf(body, sizeof(body), "%s\n", x->error);
-        int st = x->status;
         send_simple(pc, x, 502, "Bad Gateway", body, true, strcmp(x->method, "HEAD") == 0);
-        (void)st;
     }
     return XR_CLOSE;
 }
@@ -955,6 +953,11 @@ static void serve_http(struct pconn *pc)
         ri.websocket = req.upgrade && uh && http_str_eq(uh->value, "websocket");
 
         struct policy *pol = policy_store_get(p->policy);
+        if (!pol) { /* never expected; without a policy nothing is forwarded */
+            reject(pc, &x, 403, "Forbidden", "no policy loaded");
+            exch_fini(&x);
+            return;
+        }
         struct policy_result pr = policy_decide_http(pol, x.host, x.method, x.path);
         x.decision = pr.decision;
         x.rule = pr.rule;

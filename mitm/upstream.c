@@ -223,10 +223,57 @@ static int remaining_ms(int64_t deadline)
     return left <= 0 ? 0 : (int)left;
 }
 
-/* Open TCP to addr_host:port_text within the deadline, registered in the all-list. */
-static int tcp_connect(struct upstream_pool *p, struct upstream_conn *c, const char *addr_host,
-                       const char *port_text, int64_t deadline, char *err, size_t errlen)
+/*
+ * Why a looked-up address must not be dialled, or NULL. A name the guest
+ * chose must never lead to the host itself (its control API listens on
+ * loopback), a cloud metadata service (link-local) or the guest's own DNS
+ * pool; only a resolve override from the config may point there.
+ */
+static const char *forbidden_address(const struct sockaddr *sa)
 {
+    if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        if ((a >> 24) == 127)
+            return "loopback";
+        if ((a >> 24) == 0)
+            return "unspecified";
+        if ((a >> 16) == 0xa9fe)
+            return "link-local";
+        if ((a >> 28) >= 0xe)
+            return "multicast or reserved";
+        if ((a >> 17) == (0xc612u >> 1)) /* 198.18.0.0/15 */
+            return "DNS pool";
+        return NULL;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+            struct sockaddr_in v4 = {.sin_family = AF_INET};
+            memcpy(&v4.sin_addr, a->s6_addr + 12, 4);
+            return forbidden_address((const struct sockaddr *)&v4);
+        }
+        if (IN6_IS_ADDR_LOOPBACK(a))
+            return "loopback";
+        if (IN6_IS_ADDR_UNSPECIFIED(a))
+            return "unspecified";
+        if (IN6_IS_ADDR_LINKLOCAL(a))
+            return "link-local";
+        if (IN6_IS_ADDR_MULTICAST(a))
+            return "multicast";
+        return NULL;
+    }
+    return "not an IP address";
+}
+
+/*
+ * Open TCP to addr_host:port_text within the deadline, registered in the
+ * all-list. `trusted` (a resolve override) may name any address.
+ */
+static int tcp_connect(struct upstream_pool *p, struct upstream_conn *c, const char *addr_host,
+                       const char *port_text, bool trusted, int64_t deadline, char *err,
+                       size_t errlen)
+{
+    const char *refused_why = NULL;
     struct addrinfo hints = {
         .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *res = NULL;
@@ -237,6 +284,12 @@ static int tcp_connect(struct upstream_pool *p, struct upstream_conn *c, const c
     }
     int rc = -ECONNREFUSED;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        const char *why = trusted ? NULL : forbidden_address(ai->ai_addr);
+        if (why) {
+            refused_why = why;
+            rc = -EACCES;
+            continue;
+        }
         int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
             rc = -errno;
@@ -283,7 +336,10 @@ static int tcp_connect(struct upstream_pool *p, struct upstream_conn *c, const c
             break;
     }
     freeaddrinfo(res);
-    if (rc == -ESHUTDOWN)
+    if (rc == -EACCES && refused_why)
+        snprintf(err, errlen, "%s resolves to a %s address, which is never dialled", addr_host,
+                 refused_why);
+    else if (rc == -ESHUTDOWN)
         snprintf(err, errlen, "proxy shutting down");
     else if (rc == -ETIMEDOUT)
         snprintf(err, errlen, "connect timed out");
@@ -435,7 +491,7 @@ int upstream_get(struct upstream_pool *p, const char *host, unsigned port, bool 
     c->io.fd = -1;
     snprintf(c->key, sizeof(c->key), "%s", key);
     int64_t deadline = now_us() + (int64_t)p->connect_timeout_ms * 1000;
-    int rc = tcp_connect(p, c, ahost, aport, deadline, err, errlen);
+    int rc = tcp_connect(p, c, ahost, aport, addr != NULL, deadline, err, errlen);
     if (rc < 0) {
         free(c);
         return rc;

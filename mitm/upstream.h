@@ -47,8 +47,11 @@ void upstream_pool_destroy(struct upstream_pool *p);
  * A connection to host:port (host lower case; TLS when `tls`), reusing an
  * idle one when there is a live one. `addr` ("a.b.c.d:port", from a resolve
  * override) replaces the name lookup when not NULL; the TLS name checked is
- * still `host`. On failure returns -errno and writes a short reason
- * ("connection refused", "certificate verify failed: ...") into err.
+ * still `host`. Without an override, addresses of the host itself and other
+ * never-public kinds (loopback, unspecified, link-local, multicast, the DNS
+ * pool 198.18.0.0/15) are refused with -EACCES. On failure returns -errno
+ * and writes a short reason ("connection refused", "certificate verify
+ * failed: ...") into err.
  */
 __attribute__((warn_unused_result)) int upstream_get(struct upstream_pool *p, const char *host,
                                                      unsigned port, bool tls, const char *addr,

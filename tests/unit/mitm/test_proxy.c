@@ -1014,6 +1014,23 @@ static void test_serve_plain_http_host(void **state)
     guest_close(g);
 }
 
+static void test_serve_plain_http_host_loopback_refused(void **state)
+{
+    (void)state;
+    /* Default allow, no override: a Host naming the host itself still never reaches it. */
+    struct guest *g = guest_open_at(false, NULL, NULL, 80, 0x0a000001);
+    char req[128];
+    snprintf(req, sizeof(req), "GET /hello HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", F->plain->port);
+    g_puts(g, req);
+    struct resp r;
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 502);
+    assert_non_null(strstr(r.body.data, "loopback"));
+    assert_int_equal(wait_events(1), 1);
+    assert_non_null(strstr(event_at(0).error, "loopback"));
+    guest_close(g);
+}
+
 static void test_serve_no_sni_pool_name(void **state)
 {
     (void)state;
@@ -1200,6 +1217,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_expect_continue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_websocket_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_plain_http_host, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_plain_http_host_loopback_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_serve_no_sni_pool_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_no_sni_no_name, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_bad_cnet_header, setup, teardown),

@@ -5,7 +5,9 @@
  * from the idle pool, a server-closed idle connection replaced instead of
  * handed out, TLS session resumption on the next connection, and each kind of
  * failure with its reason: refused, a bad override, an untrusted certificate,
- * a name the certificate does not carry, connecting after shutdown.
+ * a name the certificate does not carry, connecting after shutdown, and a
+ * loopback, link-local, multicast or DNS-pool address reached without an
+ * override.
  */
 #include "upstream.h"
 
@@ -266,6 +268,21 @@ static void test_upstream_get_failures(void **state)
                          -EINVAL);
         assert_non_null(strstr(err, "bad resolve override"));
     }
+
+    /* Without an override, the host's own and never-public addresses are not dialled. */
+    const char *never[] = {"localhost",       "127.0.0.1",  "0.0.0.0",
+                           "169.254.169.254", "198.18.0.7", "224.0.0.1"};
+    for (size_t i = 0; i < sizeof(never) / sizeof(never[0]); i++) {
+        assert_int_equal(
+            upstream_get(p, never[i], (unsigned)F->port, false, NULL, &c, err, sizeof(err)),
+            -EACCES);
+        assert_non_null(strstr(err, "never dialled"));
+    }
+    assert_non_null(strstr(err, "multicast"));
+    assert_int_equal(
+        upstream_get(p, "127.0.0.1", (unsigned)F->port, false, NULL, &c, err, sizeof(err)),
+        -EACCES);
+    assert_string_equal(err, "127.0.0.1 resolves to a loopback address, which is never dialled");
 
     /* A name the certificate does not carry. */
     assert_int_equal(upstream_get(p, "other.test", 443, true, addr(), &c, err, sizeof(err)),
