@@ -7,7 +7,8 @@
  * the id is readable, dropped otherwise; compression loops; truncation at
  * every length; random corruption); and the service over a socketpair (two
  * queries answered, a policy swap seen by the next query, an oversized length
- * closing the connection, destroy with a connection still open).
+ * closing the connection, destroy with a connection still open, the cap of
+ * 64 connections).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1001,6 +1002,50 @@ static void test_dns_service_destroy_with_open_connections(void **state)
     policy_store_destroy(store);
 }
 
+/* At most 64 connections at once; one more is refused and its fd closed. */
+static void test_dns_service_serve_connection_cap(void **state)
+{
+    (void)state;
+    struct policy_store *store = NULL;
+    assert_int_equal(policy_store_create(make_policy(POLICY_TEXT), &store), 0);
+    struct dns_service *svc = NULL;
+    assert_int_equal(dns_service_create(store, fx.pool, NULL, &svc), 0);
+    int peers[65];
+    for (int i = 0; i < 65; i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        peers[i] = sv[0];
+        assert_int_equal(dns_service_serve(svc, sv[1]), i < 64 ? 0 : -EMFILE);
+    }
+    uint8_t buf[4];
+    assert_int_equal(recv_all(peers[64], buf, 1), 1); /* the refused one: closed at once */
+    /* one ends; its slot is free for the next connection */
+    close(peers[0]);
+    int sv[2];
+    int rc = -EMFILE;
+    for (int tries = 0; tries < 200 && rc == -EMFILE; tries++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        rc = dns_service_serve(svc, sv[1]);
+        if (rc == -EMFILE) {
+            close(sv[0]);
+            usleep(10000); /* the ended connection's thread has not finished yet */
+        }
+    }
+    assert_int_equal(rc, 0);
+    struct qbuf q;
+    make_query(&q, 0xC001, "example.com", 1, false);
+    send_query(sv[0], &q);
+    struct parsed r;
+    uint8_t ans[DNS_ANSWER_MAX];
+    parse_answer(ans, recv_answer(sv[0], ans, sizeof(ans)), &r);
+    assert_int_equal(r.id, 0xC001);
+    dns_service_destroy(svc);
+    close(sv[0]);
+    for (int i = 1; i < 65; i++)
+        close(peers[i]);
+    policy_store_destroy(store);
+}
+
 int main(void)
 {
     pthread_mutex_init(&rec.lock, NULL);
@@ -1028,6 +1073,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dns_service_oversized_length_closes, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_dns_service_destroy_with_open_connections, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_service_serve_connection_cap, fx_setup,
                                         fx_teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
