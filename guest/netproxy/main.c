@@ -210,7 +210,8 @@ static uint32_t want(const struct dir *rd, const struct dir *wr)
 
 static int update(struct conn *c)
 {
-    uint32_t cev = want(&c->up, &c->down);
+    /* While the host connect is under way nothing moves: the client waits too. */
+    uint32_t cev = c->connecting ? 0 : want(&c->up, &c->down);
     uint32_t vev = c->connecting ? EPOLLOUT : want(&c->down, &c->up);
     if (!c->cgone && cev != c->cev) {
         if (loop_mod(P.loop, c->cfd, cev))
