@@ -24,30 +24,29 @@
 #define CHUNK_LINE_MAX 8192u
 #define TRAILERS_MAX 65536u
 
+/* RFC 9110 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~ */
+static const bool tchar_table[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x10 */
+    0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0, /* 0x20 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, /* 0x30 */
+    0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x40 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, /* 0x50 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x60 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 0, 1, 0, /* 0x70 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x80 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x90 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xa0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xb0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xc0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xd0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xe0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0xf0 */
+};
+
 static bool is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return true;
-    switch (c) {
-    case '!':
-    case '#':
-    case '$':
-    case '%':
-    case '&':
-    case '\'':
-    case '*':
-    case '+':
-    case '-':
-    case '.':
-    case '^':
-    case '_':
-    case '`':
-    case '|':
-    case '~':
-        return true;
-    default:
-        return false;
-    }
+    return tchar_table[c];
 }
 
 /* Field content: visible ASCII, obs-text, space and tab. */
@@ -365,18 +364,35 @@ static const char *derive(struct http_head *h)
     for (size_t i = 0; i < h->nheaders; i++) {
         struct http_str n = h->headers[i].name, v = h->headers[i].value;
 
-        if (http_str_eq(n, "content-length"))
-            derive_content_length(&d, v);
-        else if (http_str_eq(n, "transfer-encoding"))
-            derive_transfer_encoding(&d, v);
-        else if (http_str_eq(n, "connection"))
-            derive_connection(&d, v);
-        else if (http_str_eq(n, "upgrade"))
-            d.upgrade_hdr = true;
-        else if (http_str_eq(n, "host"))
-            d.hosts++;
-        else if (http_str_eq(n, "expect"))
-            d.expect = d.expect || http_str_eq(v, "100-continue");
+        /* By length first: most headers are none of these. */
+        switch (n.len) {
+        case 14:
+            if (strncasecmp(n.p, "content-length", 14) == 0)
+                derive_content_length(&d, v);
+            break;
+        case 17:
+            if (strncasecmp(n.p, "transfer-encoding", 17) == 0)
+                derive_transfer_encoding(&d, v);
+            break;
+        case 10:
+            if (strncasecmp(n.p, "connection", 10) == 0)
+                derive_connection(&d, v);
+            break;
+        case 7:
+            if (strncasecmp(n.p, "upgrade", 7) == 0)
+                d.upgrade_hdr = true;
+            break;
+        case 4:
+            if (strncasecmp(n.p, "host", 4) == 0)
+                d.hosts++;
+            break;
+        case 6:
+            if (strncasecmp(n.p, "expect", 6) == 0)
+                d.expect = d.expect || http_str_eq(v, "100-continue");
+            break;
+        default:
+            break;
+        }
     }
     if (d.cl_bad)
         return "invalid Content-Length";
