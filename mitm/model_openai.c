@@ -146,7 +146,8 @@ static void usage(struct model_parser *p, json_t *u)
 static void error_obj(struct model_parser *p, json_t *e)
 {
     json_t *type = json_object_get(e, "type");
-    if (!json_is_string(type))
+    /* an "error" event carries its kind in "code"; its "type" is just "error" */
+    if (!json_is_string(type) || str_is(type, "error"))
         type = json_object_get(e, "code");
     model_set_error(p, type, json_object_get(e, "message"));
 }
