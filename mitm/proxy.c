@@ -381,6 +381,12 @@ static long read_request_head(struct pconn *pc, struct http_head *h, const char 
         }
         if (pc->glen >= GBUF_CAP)
             return -EMSGSIZE;
+        /* Between requests nothing is usually there yet: wait first, saving a failed read. */
+        if (pc->glen == 0 && !mitm_io_pending(&pc->g)) {
+            int w = mitm_io_wait(pc->fd, POLLIN, pc->p->idle_timeout_ms);
+            if (w < 0)
+                return w;
+        }
         ssize_t n =
             mitm_io_read(&pc->g, pc->gbuf + pc->glen, GBUF_CAP - pc->glen, pc->p->idle_timeout_ms);
         if (n == 0)
