@@ -36,6 +36,30 @@ __attribute__((warn_unused_result)) int session_dir_make(const char *home, const
                                                          size_t wslen, bool *created, char *err,
                                                          size_t errlen);
 
+/* Smallest and largest --scratch size. */
+#define SESSION_SCRATCH_MIN (64ull << 20)
+#define SESSION_SCRATCH_MAX (4ull << 40)
+
+/*
+ * Parse a size such as "4G", "512M", "1T" or "1073741824" (bytes; suffixes K, M,
+ * G, T are powers of 1024, optionally followed by "iB" or "B"). 0 with *bytes set,
+ * or -EINVAL (not a size) / -ERANGE (outside SESSION_SCRATCH_MIN..MAX).
+ */
+__attribute__((warn_unused_result)) int session_size_parse(const char *s,
+                                                           unsigned long long *bytes);
+
+/*
+ * Make the scratch disk `path`: a sparse file of `bytes` (an old one is replaced),
+ * formatted ext4 by `mkfs` (a program path, or a name looked up in /usr/sbin,
+ * /sbin and PATH) without a journal or reserved blocks, so nothing but what the
+ * guest writes takes space. 0, or -errno with a one-line reason in err[0..errlen)
+ * (and no file left behind).
+ */
+__attribute__((warn_unused_result)) int session_scratch_make(const char *path,
+                                                             unsigned long long bytes,
+                                                             const char *mkfs, char *err,
+                                                             size_t errlen);
+
 /* mkdir -p with `mode` for each created level. 0 or -errno. */
 __attribute__((warn_unused_result)) int session_mkdir_p(const char *path, unsigned mode);
 

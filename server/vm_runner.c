@@ -767,6 +767,28 @@ static int write_config(struct vm_runner *r, const struct vm_runner_config *cfg,
             return rc;
         }
     }
+    if (cfg->scratch) {
+        /* The scratch disk after the root (read-write) and init told where it is. */
+        json_t *disks = json_object_get(root, "disks");
+        const char *dev = disks ? "/dev/vdb" : "/dev/vda";
+        const char *prev = json_string_value(json_object_get(root, "cmdline"));
+        char *line = NULL;
+        if (asprintf(&line, "%s%scapsem.scratch=%s", prev ? prev : "", prev && *prev ? " " : "",
+                     dev) < 0)
+            line = NULL;
+        if (!disks && json_object_set_new(root, "disks", json_array()) < 0)
+            rc = -ENOMEM;
+        disks = json_object_get(root, "disks");
+        json_t *disk = json_pack("{s:s, s:b}", "path", cfg->scratch, "read_only", 0);
+        if (rc || !line || !disks || !disk || json_array_append_new(disks, disk) < 0 ||
+            json_object_set_new(root, "cmdline", json_string(line)) < 0)
+            rc = -ENOMEM;
+        free(line);
+        if (rc) {
+            json_decref(root);
+            return rc;
+        }
+    }
     if (json_dump_file(root, path, JSON_INDENT(2)) < 0)
         rc = -EIO;
     json_decref(root);
@@ -833,6 +855,8 @@ int vm_runner_start(struct vm_runner *r, const struct vm_runner_config *cfg, cha
         rc = check_file("guest initramfs", cfg->initrd, R_OK, err, errlen);
     if (!rc && cfg->rootfs)
         rc = check_file("guest root filesystem", cfg->rootfs, R_OK, err, errlen);
+    if (!rc && cfg->scratch)
+        rc = check_file("scratch disk", cfg->scratch, R_OK | W_OK, err, errlen);
     if (rc) {
         size_t n = strlen(err);
         snprintf(err + n, errlen - n,

@@ -45,6 +45,10 @@ struct vm_runner_config {
     const char *ca_pem;
     /* The guest's host name, sent in the hello answer; NULL = "capsem". */
     const char *hostname;
+    /* ext4 image attached read-write after the root (/dev/vdb, or /dev/vda without a root),
+     * init told capsem.scratch=<that device> to keep the root overlay's writable layer on it;
+     * or NULL (the writable layer is in RAM). */
+    const char *scratch;
 };
 
 #define VM_RUNNER_MAX_PORTS 8

@@ -10,7 +10,8 @@
  * (init then idles until told to stop); `capsem.poweroff=1` powers off right
  * after the mounts (boot-time measurements); `capsem.root=/dev/vdX` continues
  * in the Debian root filesystem on that disk (rootfs.c) before anything
- * starts. The console stays quiet unless something fails: every serial byte
+ * starts, with the overlay's writable layer on `capsem.scratch=/dev/vdY`
+ * when given. The console stays quiet unless something fails: every serial byte
  * is slow in emulation.
  */
 #include "cmdline.h"
@@ -180,7 +181,16 @@ static void maybe_switch_root(void)
             return;
         }
     }
-    if (rootfs_switch(dev, AGENT_PATH, ROOTFS_AGENT_PATH) == 0) {
+    /* `capsem.scratch=/dev/vdX`: the overlay's writable layer on that disk instead of RAM. */
+    char scratch[32];
+    struct slice sv;
+    bool have_scratch =
+        cmdline_get(buf, len, "capsem.scratch", &sv) && sv.len && sv.len < sizeof(scratch);
+    if (have_scratch) {
+        memcpy(scratch, sv.ptr, sv.len);
+        scratch[sv.len] = '\0';
+    }
+    if (rootfs_switch(dev, have_scratch ? scratch : NULL, AGENT_PATH, ROOTFS_AGENT_PATH) == 0) {
         agent_path = ROOTFS_AGENT_PATH;
         in_rootfs = true;
     } else {
@@ -188,8 +198,21 @@ static void maybe_switch_root(void)
     }
 }
 
+/*
+ * The agent must be the program the initramfs shipped: root-owned, mode
+ * 0555 (rootfs_program_check). The initramfs itself was hash-checked by the
+ * host before boot, so its bytes are the built ones; this catches a build or
+ * a copy that lost the owner or mode. A refused agent is not started.
+ */
 static pid_t start_agent(const sigset_t *blocked)
 {
+    int rc = rootfs_program_check(agent_path);
+    if (rc) {
+        LOG_ERR("event=program_check path=%s err=\"%s\" want=\"root:root mode 0555 regular "
+                "file\" action=not_started",
+                agent_path, strerror(-rc));
+        return -1;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         LOG_ERR("event=start_agent err=\"%s\"", strerror(errno));

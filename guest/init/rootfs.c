@@ -2,7 +2,8 @@
  * capsem-init's switch into the Debian root filesystem. With
  * `capsem.root=/dev/vdX` on the kernel command line, init mounts that disk
  * (squashfs, read-only) as the lower layer of an overlayfs whose upper layer
- * is a size-limited tmpfs, binds /usr read-only over itself, copies
+ * is a size-limited tmpfs (or, with `capsem.scratch=/dev/vdX`, the ext4
+ * scratch disk the host formatted), binds /usr read-only over itself, copies
  * capsem-agent to /run (mode 0555, so the agent keeps coming from the
  * initramfs the host built), moves /dev, /proc, /sys, /run and /tmp into the
  * new root and makes it `/`. The initramfs stays in memory underneath (it is
@@ -100,6 +101,22 @@ int rootfs_copy_program(const char *src, const char *dst)
     return copy_file(src, dst);
 }
 
+int rootfs_program_check(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return -errno;
+    if (S_ISLNK(st.st_mode))
+        return -ELOOP;
+    if (!S_ISREG(st.st_mode))
+        return -ENOEXEC;
+    if (st.st_uid != 0 || st.st_gid != 0)
+        return -EPERM;
+    if ((st.st_mode & 07777) != 0555)
+        return -EACCES;
+    return 0;
+}
+
 bool rootfs_device_ok(const char *dev)
 {
     size_t n = strlen(dev);
@@ -124,11 +141,33 @@ static int wait_for(const char *dev)
     return -ENOENT;
 }
 
-int rootfs_switch(const char *dev, const char *agent_src, const char *agent_dst)
+/*
+ * The overlay's writable layer at RW: the scratch disk (ext4) when one is
+ * given and mounts, else a size-limited tmpfs. A scratch disk that is
+ * missing or does not mount is logged and RAM is used instead.
+ */
+static int mount_upper(const char *scratch)
+{
+    char opts[128];
+    if (scratch) {
+        int rc = rootfs_device_ok(scratch) ? wait_for(scratch) : -EINVAL;
+        /* noinit_itable: no background zeroing of inode tables, so the sparse file stays small. */
+        if (!rc)
+            rc = do_mount(scratch, RW, "ext4", MS_NOSUID | MS_NODEV, "noinit_itable");
+        if (!rc)
+            return 0;
+        LOG_ERR("event=rootfs_scratch dev=\"%.32s\" err=\"%s\" action=upper_in_ram", scratch,
+                strerror(-rc));
+    }
+    snprintf(opts, sizeof(opts), "size=%s,mode=0755", ROOTFS_UPPER_SIZE);
+    return do_mount("tmpfs", RW, "tmpfs", MS_NOSUID | MS_NODEV, opts);
+}
+
+int rootfs_switch(const char *dev, const char *scratch, const char *agent_src,
+                  const char *agent_dst)
 {
     int ret = 0;
     char path[64];
-    char opts[128];
     /* How far the set-up got, for the clean-up on failure. */
     enum { NONE, LOWER_UP, RW_UP, OVERLAY_UP, MOVING, SWITCHED } stage = NONE;
 
@@ -149,8 +188,7 @@ int rootfs_switch(const char *dev, const char *agent_src, const char *agent_dst)
     if ((ret = do_mount(dev, LOWER, "squashfs", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL)))
         goto out;
     stage = LOWER_UP;
-    snprintf(opts, sizeof(opts), "size=%s,mode=0755", ROOTFS_UPPER_SIZE);
-    if ((ret = do_mount("tmpfs", RW, "tmpfs", MS_NOSUID | MS_NODEV, opts)))
+    if ((ret = mount_upper(scratch)))
         goto out;
     stage = RW_UP;
     if ((ret = mkdir_p(RW "/upper", 0755)) || (ret = mkdir_p(RW "/work", 0755))) {

@@ -4,7 +4,10 @@
  * that is not "/dev/vd" plus letters gives -EINVAL at once; a well-formed
  * name with no such node gives -ENOENT after the 2 s wait; neither leaves a
  * mount or a copied agent behind. (The switch itself needs PID 1 in a VM:
- * kvm.rootfs.blk.)
+ * kvm.rootfs.blk.) The program check init runs before starting the agent:
+ * only a root:root regular file of mode 0555 passes; a writable, set-id,
+ * sticky or unexecutable mode, another owner or group, a symlink, a
+ * directory or a missing file are each refused with their own error.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,7 +20,78 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+/* A file in a fresh directory with `mode` and `uid:gid` (root only for other owners). */
+static void make_program(char *path, size_t size, const char *dir, const char *name, mode_t mode,
+                         uid_t uid, gid_t gid)
+{
+    snprintf(path, size, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("#!/bin/sh\n", f);
+    fclose(f);
+    assert_int_equal(chown(path, uid, gid), 0);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void test_rootfs_program_check_accepts_root_0555(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip(); /* only root can make root-owned files */
+    char dir[] = "/tmp/capsem-test-prog-XXXXXX", p[300];
+    assert_non_null(mkdtemp(dir));
+    make_program(p, sizeof(p), dir, "agent", 0555, 0, 0);
+    assert_int_equal(rootfs_program_check(p), 0);
+    /* rootfs_copy_program makes copies that pass. */
+    char copy[300];
+    snprintf(copy, sizeof(copy), "%s/copy", dir);
+    assert_int_equal(rootfs_copy_program(p, copy), 0);
+    assert_int_equal(rootfs_program_check(copy), 0);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_rootfs_program_check_refuses_bad_programs(void **state)
+{
+    (void)state;
+    if (geteuid() != 0)
+        skip();
+    char dir[] = "/tmp/capsem-test-prog-XXXXXX", p[300];
+    assert_non_null(mkdtemp(dir));
+    static const struct {
+        const char *name;
+        mode_t mode;
+        uid_t uid;
+        gid_t gid;
+        int want;
+    } cases[] = {
+        {"writable", 0755, 0, 0, -EACCES},     {"group-writable", 0575, 0, 0, -EACCES},
+        {"setuid", 04555, 0, 0, -EACCES},      {"setgid", 02555, 0, 0, -EACCES},
+        {"sticky", 01555, 0, 0, -EACCES},      {"not-executable", 0444, 0, 0, -EACCES},
+        {"user-owned", 0555, 1000, 0, -EPERM}, {"group-owned", 0555, 0, 1000, -EPERM},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        make_program(p, sizeof(p), dir, cases[i].name, cases[i].mode, cases[i].uid, cases[i].gid);
+        if (rootfs_program_check(p) != cases[i].want)
+            fail_msg("%s: got %d, want %d", cases[i].name, rootfs_program_check(p), cases[i].want);
+    }
+    /* A symlink to a good program is refused (not followed), as are a directory and nothing. */
+    make_program(p, sizeof(p), dir, "good", 0555, 0, 0);
+    char link[300];
+    snprintf(link, sizeof(link), "%s/link", dir);
+    assert_int_equal(symlink(p, link), 0);
+    assert_int_equal(rootfs_program_check(link), -ELOOP);
+    assert_int_equal(rootfs_program_check(dir), -ENOEXEC);
+    snprintf(link, sizeof(link), "%s/missing", dir);
+    assert_int_equal(rootfs_program_check(link), -ENOENT);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
 
 static void test_rootfs_device_ok_accepts_virtio_disks(void **state)
 {
@@ -45,8 +119,8 @@ static void test_rootfs_switch_bad_name_einval(void **state)
     (void)state;
     char dst[64];
     snprintf(dst, sizeof(dst), "/tmp/rootfs-test-agent-%d", (int)getpid());
-    assert_int_equal(rootfs_switch("/dev/sda", "/bin/sh", dst), -EINVAL);
-    assert_int_equal(rootfs_switch("/dev/vda1", "/bin/sh", dst), -EINVAL);
+    assert_int_equal(rootfs_switch("/dev/sda", NULL, "/bin/sh", dst), -EINVAL);
+    assert_int_equal(rootfs_switch("/dev/vda1", "/dev/vdb", "/bin/sh", dst), -EINVAL);
     assert_int_equal(access(dst, F_OK), -1); /* nothing copied */
 }
 
@@ -56,13 +130,15 @@ static void test_rootfs_switch_missing_disk_enoent(void **state)
     char dst[64];
     snprintf(dst, sizeof(dst), "/tmp/rootfs-test-agent-%d", (int)getpid());
     /* No virtio disk with that many letters exists on a test host. */
-    assert_int_equal(rootfs_switch("/dev/vdzzzzzz", "/bin/sh", dst), -ENOENT);
+    assert_int_equal(rootfs_switch("/dev/vdzzzzzz", NULL, "/bin/sh", dst), -ENOENT);
     assert_int_equal(access(dst, F_OK), -1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rootfs_program_check_accepts_root_0555),
+        cmocka_unit_test(test_rootfs_program_check_refuses_bad_programs),
         cmocka_unit_test(test_rootfs_device_ok_accepts_virtio_disks),
         cmocka_unit_test(test_rootfs_device_ok_refuses_others),
         cmocka_unit_test(test_rootfs_switch_bad_name_einval),
