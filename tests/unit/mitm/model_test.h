@@ -33,7 +33,8 @@ struct mt_exchange {
     bool complete;
 };
 
-static void mt_cat(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void mt_cat(char *out, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void mt_cat(char *out, size_t size, const char *fmt, ...)
 {
     size_t n = strlen(out);
@@ -63,8 +64,8 @@ static __attribute__((unused)) void mt_render(const struct model_call *c, char *
            (long long)c->message_count, (long long)c->tool_count, MT_S(c->system_preview),
            c->parse_error, c->truncated);
     for (size_t i = 0; i < c->n_tool_calls; i++)
-        mt_cat(out, size, "call %s %s %s\n", MT_S(c->tool_calls[i].id),
-               MT_S(c->tool_calls[i].name), MT_S(c->tool_calls[i].arguments));
+        mt_cat(out, size, "call %s %s %s\n", MT_S(c->tool_calls[i].id), MT_S(c->tool_calls[i].name),
+               MT_S(c->tool_calls[i].arguments));
     for (size_t i = 0; i < c->n_tool_results; i++)
         mt_cat(out, size, "result %s %d %s\n", MT_S(c->tool_results[i].id),
                c->tool_results[i].is_error, MT_S(c->tool_results[i].preview));
@@ -131,7 +132,7 @@ static __attribute__((unused)) char *mt_run_all_splits(const struct mt_exchange 
 #define assert_has(text, needle)                                                                   \
     do {                                                                                           \
         if (!strstr((text), (needle))) {                                                           \
-            fprintf(stderr, "missing [%s] in:\n%s", (needle), (text));                            \
+            fprintf(stderr, "missing [%s] in:\n%s", (needle), (text));                             \
             fail();                                                                                \
         }                                                                                          \
     } while (0)

@@ -157,7 +157,8 @@ static void test_anthropic_stream_cut_short(void **state)
     (void)state;
     /* the connection broke after content_block_start: incomplete, not an error */
     char body[4096];
-    const char *cut = strstr(STREAM, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2");
+    const char *cut = strstr(
+        STREAM, "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":2");
     assert_non_null(cut);
     size_t n = (size_t)(cut - STREAM);
     memcpy(body, STREAM, n);

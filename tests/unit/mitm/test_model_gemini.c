@@ -54,7 +54,8 @@ static const char *EXPECT_HEAD =
 static void check_calls(const char *r)
 {
     assert_has(r, EXPECT_HEAD);
-    assert_has(r, "call (null) write_file {\"file_path\":\"/root/hello.txt\",\"content\":\"hi\"}\n");
+    assert_has(r,
+               "call (null) write_file {\"file_path\":\"/root/hello.txt\",\"content\":\"hi\"}\n");
     assert_has(r, "call (null) glob {\"pattern\":\"*\"}\n");
     /* results are named by function (API calls may have no id); an error response is flagged */
     assert_has(r, "result write_file 0 Successfully created and wrote to new file\n");
@@ -64,9 +65,8 @@ static void check_calls(const char *r)
 static void test_gemini_sse_function_calls(void **state)
 {
     (void)state;
-    struct mt_exchange x =
-        ex("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", "text/event-stream",
-           SSE);
+    struct mt_exchange x = ex("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+                              "text/event-stream", SSE);
     char *r = mt_run_all_splits(&x);
     check_calls(r);
     free(r);
@@ -98,11 +98,10 @@ static void test_gemini_json_array_stream(void **state)
 static void test_gemini_generate_json(void **state)
 {
     (void)state;
-    const char *body =
-        "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":"
-        "\"{\\\"complexity_score\\\": 2}\"}]},\"finishReason\":\"STOP\"}],"
-        "\"usageMetadata\":{\"promptTokenCount\":300,\"candidatesTokenCount\":12,"
-        "\"totalTokenCount\":312},\"modelVersion\":\"gemini-3-flash-preview\"}";
+    const char *body = "{\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":"
+                       "\"{\\\"complexity_score\\\": 2}\"}]},\"finishReason\":\"STOP\"}],"
+                       "\"usageMetadata\":{\"promptTokenCount\":300,\"candidatesTokenCount\":12,"
+                       "\"totalTokenCount\":312},\"modelVersion\":\"gemini-3-flash-preview\"}";
     struct mt_exchange x =
         ex("/v1beta/models/gemini-3-flash-preview:generateContent", "application/json", body);
     x.request = "{\"contents\":[{\"role\":\"user\",\"parts\":[{\"text\":\"rate\"}]}]}";
@@ -121,16 +120,14 @@ static void test_gemini_sse_error_and_cut(void **state)
         "\"modelVersion\":\"gemini-2.5-pro\"}\n\n"
         "data: {\"error\":{\"code\":503,\"message\":\"The model is overloaded.\",\"status\":"
         "\"UNAVAILABLE\"}}\n\n";
-    struct mt_exchange x =
-        ex("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", "text/event-stream",
-           body);
+    struct mt_exchange x = ex("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+                              "text/event-stream", body);
     char *r = mt_run_all_splits(&x);
     assert_has(r, "status=error err=UNAVAILABLE/The model is overloaded. ");
     free(r);
     /* no finishReason and no error: the stream was cut */
     const char *cut = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\n\n";
-    x = ex("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", "text/event-stream",
-           cut);
+    x = ex("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse", "text/event-stream", cut);
     x.complete = false;
     r = mt_run_all_splits(&x);
     assert_has(r, "status=incomplete ");

@@ -45,8 +45,7 @@ static const char *CHAT_STREAM =
     "{\"cached_tokens\":1024},\"completion_tokens_details\":{\"reasoning_tokens\":256}}}\n\n"
     "data: [DONE]\n\n";
 
-static struct mt_exchange ex(const char *target, const char *req, const char *ct,
-                             const char *body)
+static struct mt_exchange ex(const char *target, const char *req, const char *ct, const char *body)
 {
     return (struct mt_exchange){
         .host = "api.openai.com",
@@ -264,9 +263,8 @@ static void test_responses_json(void **state)
         "\"arguments\":\"{\\\"a\\\":[1,2]}\"},{\"type\":\"message\",\"content\":[]}],"
         "\"usage\":{\"input_tokens\":10,\"input_tokens_details\":{\"cached_tokens\":0},"
         "\"output_tokens\":4,\"output_tokens_details\":{\"reasoning_tokens\":0}}}";
-    struct mt_exchange x =
-        ex("/v1/responses", "{\"model\":\"gpt-5.4-mini\",\"input\":\"hello\"}", "application/json",
-           body);
+    struct mt_exchange x = ex("/v1/responses", "{\"model\":\"gpt-5.4-mini\",\"input\":\"hello\"}",
+                              "application/json", body);
     char *r = mt_run_all_splits(&x);
     assert_has(r, "req=gpt-5.4-mini ans=gpt-5.4-mini id=resp_4 stream=0 http=200 status=ok "
                   "err=(null)/(null) stop=max_output_tokens in=10 out=4 cr=0 cw=-1 rs=0 msgs=1 ");

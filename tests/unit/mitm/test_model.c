@@ -1,0 +1,287 @@
+/*
+ * unit.mitm.model: the parts every provider shares. Detection by host,
+ * method and path (default and configured hosts, ports, absolute form,
+ * paths that are not model calls). Compressed responses (gzip, brotli) parse
+ * the same as plain ones, at every split. Bad input: a garbage body, a
+ * truncated JSON body, an HTML error page, a non-JSON SSE event, an
+ * oversized event, a request over the cap, a corrupt or unknown encoding,
+ * no response at all; each gives a result marked parse_error / truncated /
+ * incomplete with what could still be learned, never a crash.
+ */
+#include "compress_test.h"
+#include "model_test.h"
+
+static void test_model_detect_routes(void **state)
+{
+    (void)state;
+    struct model_route r;
+    const char *t = "/v1/messages?beta=true";
+    assert_true(model_detect(NULL, "api.anthropic.com", "POST", t, strlen(t), &r));
+    assert_int_equal(r.provider, MODEL_PROVIDER_ANTHROPIC);
+    assert_int_equal(r.api, MODEL_API_MESSAGES);
+    assert_true(model_detect(NULL, "API.Anthropic.com:443", "POST", t, strlen(t), &r));
+    t = "https://api.openai.com/v1/responses";
+    assert_true(model_detect(NULL, "api.openai.com", "POST", t, strlen(t), &r));
+    assert_int_equal(r.api, MODEL_API_RESPONSES);
+    t = "/v1/chat/completions";
+    assert_true(model_detect(NULL, "api.openai.com", "POST", t, strlen(t), &r));
+    assert_int_equal(r.api, MODEL_API_CHAT);
+    t = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
+    assert_true(model_detect(NULL, "generativelanguage.googleapis.com", "POST", t, strlen(t), &r));
+    assert_int_equal(r.provider, MODEL_PROVIDER_GEMINI);
+    assert_true(r.stream_path);
+    assert_string_equal(r.model, "gemini-2.5-flash");
+    t = "/v1beta/models/gemini-3-flash-preview:generateContent";
+    assert_true(model_detect(NULL, "generativelanguage.googleapis.com", "POST", t, strlen(t), &r));
+    assert_false(r.stream_path);
+
+    /* not model calls */
+    const char *no[][3] = {
+        {"api.anthropic.com", "GET", "/v1/messages"},
+        {"api.anthropic.com", "POST", "/v1/messages/count_tokens"},
+        {"api.anthropic.com", "POST", "/api/event_logging/v2/batch"},
+        {"api.openai.com", "POST", "/v1/embeddings"},
+        {"api.openai.com", "GET", "/v1/responses"},
+        {"example.com", "POST", "/v1/messages"},
+        {"api.anthropic.com.evil.com", "POST", "/v1/messages"},
+        {"generativelanguage.googleapis.com", "POST", "/v1beta/models/gemini:countTokens"},
+        {"generativelanguage.googleapis.com", "POST", "/v1beta/models/:generateContent"},
+        {"generativelanguage.googleapis.com", "POST", "/v1beta/models/x"},
+    };
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_false(model_detect(NULL, no[i][0], no[i][1], no[i][2], strlen(no[i][2]), &r));
+
+    /* a configured table replaces the defaults */
+    const struct model_host hosts[] = {{"llm.corp.example", MODEL_PROVIDER_OPENAI}, {NULL, 0}};
+    t = "/v1/chat/completions";
+    assert_true(model_detect(hosts, "llm.corp.example", "POST", t, strlen(t), &r));
+    assert_int_equal(r.provider, MODEL_PROVIDER_OPENAI);
+    assert_false(model_detect(hosts, "api.openai.com", "POST", t, strlen(t), &r));
+}
+
+static const char *SSE =
+    "event: message_start\n"
+    "data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_z\",\"model\":"
+    "\"claude-opus-4-5\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"
+    "event: content_block_start\n"
+    "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+    "\"tool_use\",\"id\":\"toolu_z\",\"name\":\"Bash\",\"input\":{}}}\n\n"
+    "event: content_block_delta\n"
+    "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+    "\"input_json_delta\",\"partial_json\":\"{\\\"command\\\":\\\"ls\\\"}\"}}\n\n"
+    "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+    "event: message_delta\n"
+    "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":"
+    "{\"output_tokens\":9}}\n\n"
+    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+static const char *REQ = "{\"model\":\"claude-opus-4-5\",\"stream\":true,\"messages\":[]}";
+
+static struct mt_exchange anthropic(const uint8_t *body, size_t len, const char *ct, const char *ce)
+{
+    return (struct mt_exchange){
+        .host = "api.anthropic.com",
+        .target = "/v1/messages",
+        .request = REQ,
+        .status = 200,
+        .content_type = ct,
+        .content_encoding = ce,
+        .body = body,
+        .body_len = len,
+        .complete = true,
+    };
+}
+
+static void test_model_parser_response_compressed(void **state)
+{
+    (void)state;
+    struct mt_exchange x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", NULL);
+    char plain[1 << 14];
+    mt_run(&x, MT_WHOLE, plain, sizeof(plain));
+    assert_has(plain, "status=ok ");
+    assert_has(plain, "call toolu_z Bash {\"command\":\"ls\"}\n");
+    size_t n;
+    uint8_t *gz = ct_deflate(SSE, strlen(SSE), 15 + 16, &n);
+    x = anthropic(gz, n, "text/event-stream", "gzip");
+    char *r = mt_run_all_splits(&x);
+    assert_string_equal(r, plain);
+    free(r);
+    free(gz);
+    uint8_t *br = ct_brotli(SSE, strlen(SSE), &n);
+    x = anthropic(br, n, "text/event-stream", "br");
+    r = mt_run_all_splits(&x);
+    assert_string_equal(r, plain);
+    free(r);
+    free(br);
+}
+
+static void test_model_parser_bad_encoding(void **state)
+{
+    (void)state;
+    char out[1 << 14];
+    /* corrupt gzip: what decoded before the damage counts, the result is marked */
+    size_t n;
+    uint8_t *gz = ct_deflate(SSE, strlen(SSE), 15 + 16, &n);
+    for (size_t i = n / 2; i < n; i++)
+        gz[i] ^= 0x5A;
+    struct mt_exchange x = anthropic(gz, n, "text/event-stream", "gzip");
+    mt_run(&x, MT_WHOLE, out, sizeof(out));
+    assert_has(out, "pe=1");
+    assert_has(out, "status=incomplete ");
+    free(gz);
+    /* plain bytes labelled gzip */
+    x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", "gzip");
+    mt_run(&x, MT_WHOLE, out, sizeof(out));
+    assert_has(out, "req=claude-opus-4-5 ans=(null) ");
+    assert_has(out, "pe=1");
+    /* an encoding not decoded (zstd): the request is still parsed, the response marked */
+    x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", "zstd");
+    mt_run(&x, MT_WHOLE, out, sizeof(out));
+    assert_has(out, "req=claude-opus-4-5 ans=(null) id=(null) stream=1 http=200 ");
+    assert_has(out, "pe=1");
+}
+
+static void test_model_parser_garbage_bodies(void **state)
+{
+    (void)state;
+    char out[1 << 14];
+    /* an HTML error page from a gateway */
+    const char *html = "<html><body>502 Bad Gateway</body></html>";
+    struct mt_exchange x = anthropic((const uint8_t *)html, strlen(html), "text/html", NULL);
+    x.status = 502;
+    char *r = mt_run_all_splits(&x);
+    assert_has(r, "http=502 status=error err=(null)/(null) ");
+    assert_has(r, "pe=1");
+    free(r);
+    /* a 200 JSON body cut in the middle */
+    const char *cut = "{\"id\":\"msg_q\",\"model\":\"claude-opus-4-5\",\"content\":[{\"type\":";
+    x = anthropic((const uint8_t *)cut, strlen(cut), "application/json", NULL);
+    x.complete = false;
+    r = mt_run_all_splits(&x);
+    assert_has(r, "status=incomplete ");
+    assert_has(r, "pe=1");
+    free(r);
+    /* SSE events whose data is not JSON, between good ones: skipped, marked */
+    const char *mixed = "event: message_start\ndata: {not json\n\n"
+                        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+                        "{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n"
+                        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    x = anthropic((const uint8_t *)mixed, strlen(mixed), "text/event-stream", NULL);
+    r = mt_run_all_splits(&x);
+    assert_has(r, "status=ok err=(null)/(null) stop=end_turn in=-1 out=2 ");
+    assert_has(r, "pe=1");
+    free(r);
+    /* binary junk */
+    uint8_t junk[300];
+    for (size_t i = 0; i < sizeof(junk); i++)
+        junk[i] = (uint8_t)(i * 37 + 11);
+    x = anthropic(junk, sizeof(junk), "application/json", NULL);
+    r = mt_run_all_splits(&x);
+    assert_has(r, "pe=1");
+    free(r);
+    x = anthropic(junk, sizeof(junk), "text/event-stream", NULL);
+    r = mt_run_all_splits(&x);
+    assert_has(r, "pe=1");
+    assert_has(r, "status=incomplete ");
+    free(r);
+    /* an empty 200 body */
+    x = anthropic((const uint8_t *)"", 0, "application/json", NULL);
+    mt_run(&x, MT_WHOLE, out, sizeof(out));
+    assert_has(out, "pe=1");
+}
+
+static void test_model_parser_request_bad(void **state)
+{
+    (void)state;
+    struct model_route r;
+    const char *t = "/v1/messages";
+    assert_true(model_detect(NULL, "api.anthropic.com", "POST", t, strlen(t), &r));
+    /* over the cap: the prefix still says the model and the stream flag */
+    struct model_limits lim = {.req_max = 64};
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, &lim, 0, &p), 0);
+    const char *big = "{\"model\": \"claude-opus-4-5\", \"stream\":true, \"messages\":[{\"role\":"
+                      "\"user\",\"content\":\"a very long prompt that goes past the cap\"}]}";
+    for (size_t i = 0; big[i]; i++)
+        model_parser_request(p, (const uint8_t *)big + i, 1);
+    struct model_call *c = model_parser_finish(p, true, 10);
+    assert_string_equal(c->model_requested, "claude-opus-4-5");
+    assert_true(c->stream);
+    assert_true(c->truncated);
+    assert_true(c->parse_error);
+    assert_string_equal(c->status, "incomplete"); /* no response head came */
+    assert_int_equal(c->http_status, 0);
+    assert_int_equal(c->ttft_us, -1);
+    model_parser_destroy(p);
+    /* not JSON at all */
+    assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+    model_parser_request(p, (const uint8_t *)"\x00\x01garbage", 9);
+    c = model_parser_finish(p, true, 10);
+    assert_null(c->model_requested);
+    assert_true(c->parse_error);
+    assert_false(c->truncated);
+    model_parser_destroy(p);
+}
+
+static void test_model_parser_oversized_event(void **state)
+{
+    (void)state;
+    struct model_route r;
+    const char *t = "/v1/messages";
+    assert_true(model_detect(NULL, "api.anthropic.com", "POST", t, strlen(t), &r));
+    struct model_limits lim = {.event_max = 256};
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, &lim, 0, &p), 0);
+    model_parser_response_head(p, 200, "text/event-stream", 17, NULL, 0);
+    char big[2048];
+    int n = snprintf(big, sizeof(big),
+                     "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+                     "\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"");
+    memset(big + n, 'x', 1000);
+    n += 1000;
+    n += snprintf(big + n, sizeof(big) - (size_t)n, "\"}}\n\n");
+    model_parser_response(p, (const uint8_t *)SSE, strlen(SSE) - 40, 5);
+    model_parser_response(p, (const uint8_t *)big, (size_t)n, 6);
+    model_parser_response(p, (const uint8_t *)SSE + strlen(SSE) - 40, 40, 7);
+    struct model_call *c = model_parser_finish(p, true, 10);
+    /* the oversized event is dropped whole; the events around it still count */
+    assert_true(c->truncated);
+    assert_true(c->parse_error);
+    assert_string_equal(c->stop_reason, "tool_use");
+    assert_int_equal(c->n_tool_calls, 1);
+    assert_string_equal(c->tool_calls[0].arguments, "{\"command\":\"ls\"}");
+    model_parser_destroy(p);
+}
+
+static void test_model_parser_no_response(void **state)
+{
+    (void)state;
+    struct model_route r;
+    const char *t = "/v1/chat/completions";
+    assert_true(model_detect(NULL, "api.openai.com", "POST", t, strlen(t), &r));
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+    /* bytes without a head are ignored, not a crash */
+    model_parser_response(p, (const uint8_t *)"data: x\n\n", 9, 3);
+    struct model_call *c = model_parser_finish(p, false, 10);
+    assert_string_equal(c->status, "incomplete");
+    assert_int_equal(c->n_tool_calls, 0);
+    assert_true(model_parser_finish(p, false, 20) == c); /* a second finish changes nothing */
+    assert_int_equal(c->duration_us, 10);
+    model_parser_destroy(p);
+    model_parser_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_model_detect_routes),
+        cmocka_unit_test(test_model_parser_response_compressed),
+        cmocka_unit_test(test_model_parser_bad_encoding),
+        cmocka_unit_test(test_model_parser_garbage_bodies),
+        cmocka_unit_test(test_model_parser_request_bad),
+        cmocka_unit_test(test_model_parser_oversized_event),
+        cmocka_unit_test(test_model_parser_no_response),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
