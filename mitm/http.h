@@ -53,7 +53,11 @@ struct http_head {
  * without a colon, whitespace before the colon, obs-fold, invalid token
  * characters, an unsupported version, conflicting or invalid Content-Length,
  * Transfer-Encoding not ending in chunked on a request, both Transfer-Encoding
- * and Content-Length). *why, when not NULL, gets a short static reason.
+ * and Content-Length; also bare LF, a request with more than one Host header,
+ * an HTTP/1.1 request without one). *why, when not NULL, gets a short static
+ * reason (NULL on success). Errors are found as soon as the bytes showing
+ * them have arrived, with the same answer whatever the pieces the head came
+ * in. *h is scratch unless the head is complete.
  */
 long http_parse_head(const char *p, size_t len, bool is_request, struct http_head *h,
                      const char **why);
