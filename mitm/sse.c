@@ -103,15 +103,19 @@ void sse_reader_feed(struct sse_reader *r, const uint8_t *p, size_t len)
     while (i < len) {
         const uint8_t *e = find_eol(p + i, len - i);
         if (!e) {
-            if (buf_append(&r->line, p + i, len - i) != 0) {
+            if (!r->skip_line && buf_append(&r->line, p + i, len - i) != 0) {
                 /* a line past the cap: the event it belongs to is dropped */
                 r->line.len = 0;
                 r->oversized = true;
+                r->skip_line = true;
             }
             return;
         }
         size_t end = (size_t)(e - p);
-        if (r->line.len > 0) {
+        if (r->skip_line) {
+            /* the end of a line too long to keep: not a blank line */
+            r->skip_line = false;
+        } else if (r->line.len > 0) {
             if (buf_append(&r->line, p + i, end - i) != 0) {
                 r->line.len = 0;
                 r->oversized = true;
@@ -136,6 +140,7 @@ void sse_reader_feed(struct sse_reader *r, const uint8_t *p, size_t len)
 
 void sse_reader_finish(struct sse_reader *r)
 {
+    r->skip_line = false;
     if (r->line.len > 0) {
         handle_line(r, r->line.data, r->line.len);
         r->line.len = 0;

@@ -33,6 +33,7 @@ struct sse_reader {
     struct buf event; /* the event field of the event being read */
     struct buf data;  /* data lines of the event being read, LF after each */
     bool skip_lf;     /* the last feed ended in CR */
+    bool skip_line;   /* the rest of a line past the cap is being discarded */
     bool oversized;   /* the event being read went past the cap: drop it */
     bool has_data;    /* a data field was seen in this event */
     uint64_t events;  /* events delivered */
