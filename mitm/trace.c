@@ -27,6 +27,7 @@ struct trace_table {
     size_t nslots; /* power of two, >= 2 * max */
     char **ring;   /* keys in insertion order (the same pointers as in slots) */
     size_t max, head, count;
+    size_t ntomb; /* deleted slots: the table is rebuilt when they pile up */
     int64_t next_trace;
 };
 
@@ -98,7 +99,29 @@ static void evict_oldest(struct trace_table *t)
     if (s && s->key == old) {
         free(s->key);
         s->key = TOMB;
+        t->ntomb++;
     }
+}
+
+/* Rehash the live keys into a clean array so lookups of absent keys stay short. */
+static void rebuild(struct trace_table *t)
+{
+    struct slot *fresh = calloc(t->nslots, sizeof(*fresh));
+    if (!fresh)
+        return; /* keep the old array: still correct, only slower */
+    size_t mask = t->nslots - 1;
+    for (size_t i = 0; i < t->nslots; i++) {
+        struct slot *s = &t->slots[i];
+        if (!s->key || s->key == TOMB)
+            continue;
+        size_t j = hash(s->key) & mask;
+        while (fresh[j].key)
+            j = (j + 1) & mask;
+        fresh[j] = *s;
+    }
+    free(t->slots);
+    t->slots = fresh;
+    t->ntomb = 0;
 }
 
 /* Remember key -> (trace, turn), replacing an older mapping of the same key. */
@@ -112,6 +135,8 @@ static void remember(struct trace_table *t, const char *key, int64_t trace_id, i
     }
     if (t->count == t->max)
         evict_oldest(t);
+    if (t->ntomb > t->nslots / 4)
+        rebuild(t);
     char *k = strdup(key);
     if (!k)
         return;
@@ -120,6 +145,8 @@ static void remember(struct trace_table *t, const char *key, int64_t trace_id, i
     /* tombstones are reused; the table never fills (nslots >= 2 * max) */
     while (t->slots[i].key && t->slots[i].key != TOMB)
         i = (i + 1) & mask;
+    if (t->slots[i].key == TOMB)
+        t->ntomb--;
     t->slots[i] = (struct slot){.key = k, .trace_id = trace_id, .turn = turn};
     t->ring[t->head] = k;
     t->head = (t->head + 1) % t->max;
