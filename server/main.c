@@ -3,6 +3,7 @@
  * lives in its own cli_<command>.c inside the capsem_server library.
  */
 #include "cli_run.h"
+#include "cli_serve.h"
 #include "cli_shell.h"
 #include "integrity.h"
 
@@ -21,6 +22,7 @@ static const char main_usage[] =
     "commands:\n"
     "  run [OPTIONS] -- CMD [ARG...]   boot a VM, run CMD in it, exit with its status\n"
     "  shell [OPTIONS]                 boot a VM, open an interactive shell in it\n"
+    "  serve [OPTIONS]                 run the daemon (REST + WebSocket API on one port)\n"
     "\n"
     "`capsem COMMAND --help` shows a command's options. Exit statuses: see docs/cli.md\n"
     "(2 bad usage, 124 timed out, 125 capsem or the VM failed, otherwise the command's).\n";
@@ -45,6 +47,8 @@ int main(int argc, char **argv)
         return cli_run_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "shell"))
         return cli_shell_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "serve"))
+        return cli_serve_main(argc - 1, argv + 1);
     fprintf(stderr, "capsem: unknown %s '%s'\n", cmd[0] == '-' ? "option" : "command", cmd);
     fputs("usage: capsem [--help | --version] COMMAND [ARGS...]\n", stderr);
     return CAPSEM_EXIT_USAGE;

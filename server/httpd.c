@@ -1,0 +1,829 @@
+/*
+ * One port for REST and WebSockets (httpd.h). The sniffer thread accepts,
+ * peeks at each request head with a deadline and routes it:
+ *   - first byte not A-Z, head longer than HTTPD_HEAD_MAX, a non-GET request
+ *     line or a complete head without "Upgrade: websocket": MHD;
+ *   - a complete upgrade head: api_gate decides; a WebSocket route goes to
+ *     lws, a refusal is answered here, a REST route goes to MHD;
+ *   - silence past the deadline, or EOF: closed.
+ * Ownership of the fd passes with the hand-off; MHD_add_connection and
+ * lws_adopt_socket_vhost close it themselves on failure. lws is touched only
+ * on its service thread: the sniffer queues fds and calls
+ * lws_cancel_service, and the queue is drained in EVENT_WAIT_CANCELLED.
+ */
+#include "httpd.h"
+
+#include "api.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libwebsockets.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ADOPT_QUEUE_MAX 256
+
+struct pending {
+    int fd; /* -1 when the slot is free */
+    uint64_t deadline_ms;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+};
+
+/* ---- request head parsing (sniffer) ---- */
+
+struct head {
+    char buf[HTTPD_HEAD_MAX + 1];
+    const char *method, *path, *host, *origin, *authorization, *cookie, *upgrade;
+};
+
+struct httpd {
+    struct api *api;
+    unsigned port;
+    unsigned sniff_ms;
+    int listen_fd;
+    int epfd;
+    int stop_fd; /* eventfd that stops the sniffer */
+    pthread_t sniffer;
+    bool sniffer_started;
+    struct pending pend[HTTPD_PENDING_MAX];
+    struct head head; /* the sniffer's parse buffer */
+
+    struct MHD_Daemon *mhd;
+
+    struct lws_context *lws;
+    struct lws_vhost *vhost;
+    pthread_t lws_thread;
+    bool lws_started;
+    atomic_bool lws_stop;
+    pthread_mutex_t adopt_lock; /* guards adopt_fds and adopt_n */
+    int adopt_fds[ADOPT_QUEUE_MAX];
+    size_t adopt_n;
+};
+
+/* Per-WebSocket state (lws allocates it zeroed). */
+struct ws_pss {
+    bool open;
+    bool hello_sent;
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Content Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Parse the complete head raw[0..len) into h (strings point into h->buf). 0 or -EINVAL. */
+static int head_parse(struct head *h, const char *raw, size_t len)
+{
+    memset(h, 0, sizeof(*h));
+    if (len > HTTPD_HEAD_MAX)
+        return -EINVAL;
+    memcpy(h->buf, raw, len);
+    h->buf[len] = '\0';
+    char *line = h->buf;
+    bool first = true;
+    while (line && *line) {
+        char *eol = strstr(line, "\r\n");
+        if (eol)
+            *eol = '\0';
+        if (first) {
+            char *sp1 = strchr(line, ' ');
+            char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
+            if (!sp1 || !sp2)
+                return -EINVAL;
+            *sp1 = '\0';
+            *sp2 = '\0';
+            h->method = line;
+            char *q = strchr(sp1 + 1, '?');
+            if (q)
+                *q = '\0';
+            h->path = sp1 + 1;
+            first = false;
+        } else if (*line) {
+            char *colon = strchr(line, ':');
+            if (!colon)
+                return -EINVAL;
+            *colon = '\0';
+            char *v = trim(colon + 1);
+            const char **slot = NULL;
+            if (!strcasecmp(line, "Host"))
+                slot = &h->host;
+            else if (!strcasecmp(line, "Origin"))
+                slot = &h->origin;
+            else if (!strcasecmp(line, "Authorization"))
+                slot = &h->authorization;
+            else if (!strcasecmp(line, "Cookie"))
+                slot = &h->cookie;
+            else if (!strcasecmp(line, "Upgrade"))
+                slot = &h->upgrade;
+            if (slot && *slot)
+                return -EINVAL; /* a repeated security header is ambiguous */
+            if (slot)
+                *slot = v;
+        }
+        line = eol ? eol + 2 : NULL;
+    }
+    return first ? -EINVAL : 0;
+}
+
+/* ---- lws side ---- */
+
+static void lws_log_emit(int level, const char *line)
+{
+    char esc[512];
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    log_escape(esc, sizeof(esc), line, n);
+    log_msg(level == LLL_ERR ? LOG_ERR : LOG_WARN, "event=lws msg=\"%s\"", esc);
+}
+
+static void adopt_queued(struct httpd *h)
+{
+    int fds[ADOPT_QUEUE_MAX];
+    size_t n;
+    pthread_mutex_lock(&h->adopt_lock);
+    n = h->adopt_n;
+    memcpy(fds, h->adopt_fds, n * sizeof(int));
+    h->adopt_n = 0;
+    pthread_mutex_unlock(&h->adopt_lock);
+    for (size_t i = 0; i < n; i++) {
+        /* On failure lws closes the fd itself. */
+        if (!lws_adopt_socket_vhost(h->vhost, fds[i]))
+            LOG_WARN("event=ws_adopt_failed");
+    }
+}
+
+/* Copy header `tok` of `wsi` into buf; NULL when absent. */
+static const char *ws_hdr(struct lws *wsi, enum lws_token_indexes tok, char *buf, int len)
+{
+    if (lws_hdr_total_length(wsi, tok) <= 0)
+        return NULL;
+    return lws_hdr_copy(wsi, buf, len, tok) > 0 ? buf : NULL;
+}
+
+static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                       size_t len)
+{
+    struct httpd *h = lws_context_user(lws_get_context(wsi));
+    struct ws_pss *pss = user;
+    switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (h)
+            adopt_queued(h);
+        return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        /* The sniffer checked this head already; check again on what lws
+         * parsed, so the two parsers cannot disagree into a bypass. */
+        char uri[512], host[256], origin[256], authz[256], cookie[2048];
+        struct api_req req = {
+            .method = "GET",
+            .path = ws_hdr(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)),
+            .host = ws_hdr(wsi, WSI_TOKEN_HOST, host, sizeof(host)),
+            .origin = ws_hdr(wsi, WSI_TOKEN_ORIGIN, origin, sizeof(origin)),
+            .authorization = ws_hdr(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, authz, sizeof(authz)),
+            .cookie = ws_hdr(wsi, WSI_TOKEN_HTTP_COOKIE, cookie, sizeof(cookie)),
+            .upgrade = true,
+        };
+        struct api_resp resp = {0};
+        const struct api_route *r = api_gate(h->api, &req, &resp);
+        api_resp_fini(&resp);
+        return r && r->kind == API_WS ? 0 : -1;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        pss->open = true;
+        api_count_ws(h->api, 1);
+        api_count_response(h->api, 101);
+        lws_callback_on_writable(wsi);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (pss->hello_sent)
+            return 0;
+        char *msg = NULL;
+        size_t mlen = 0;
+        if (api_events_hello(h->api, &msg, &mlen) < 0)
+            return -1;
+        unsigned char *buf = malloc(LWS_PRE + mlen);
+        if (!buf) {
+            free(msg);
+            return -1;
+        }
+        memcpy(buf + LWS_PRE, msg, mlen);
+        free(msg);
+        int n = lws_write(wsi, buf + LWS_PRE, mlen, LWS_WRITE_TEXT);
+        free(buf);
+        if (n < (int)mlen)
+            return -1;
+        pss->hello_sent = true;
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        return 0; /* nothing is echoed for now */
+    case LWS_CALLBACK_CLOSED:
+        if (pss && pss->open) {
+            pss->open = false;
+            api_count_ws(h->api, -1);
+        }
+        return 0;
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols ws_protocols[] = {
+    {
+        .name = "capsem-events",
+        .callback = ws_callback,
+        .per_session_data_size = sizeof(struct ws_pss),
+        .rx_buffer_size = 4096,
+    },
+    {0},
+};
+
+static void *lws_main(void *arg)
+{
+    struct httpd *h = arg;
+    while (!atomic_load(&h->lws_stop))
+        lws_service(h->lws, 0);
+    return NULL;
+}
+
+/* ---- MHD side ---- */
+
+struct mhd_req {
+    const struct api_route *route;
+    bool responded;
+    bool too_big;
+    char *body;
+    size_t len, cap;
+};
+
+static const char *mhd_arg(void *ctx, const char *name)
+{
+    return MHD_lookup_connection_value(ctx, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* Send `resp` (its body is taken). */
+static enum MHD_Result mhd_send(struct httpd *h, struct MHD_Connection *c, struct api_resp *resp)
+{
+    struct MHD_Response *r;
+    if (resp->body) {
+        r = MHD_create_response_from_buffer(resp->body_len, resp->body, MHD_RESPMEM_MUST_FREE);
+        if (r)
+            resp->body = NULL;
+    } else {
+        r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    }
+    api_resp_fini(resp);
+    if (!r)
+        return MHD_NO;
+    if (resp->content_type)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (resp->location[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, resp->location);
+    if (resp->set_cookie[0])
+        MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, resp->set_cookie);
+    if (resp->close)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    if (resp->status == 503)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, "0");
+    api_count_response(h->api, resp->status);
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static void mhd_req_head(struct MHD_Connection *c, const char *url, const char *method,
+                         struct api_req *req)
+{
+    const char *up = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+    *req = (struct api_req){
+        .method = method,
+        .path = url,
+        .host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST),
+        .origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ORIGIN),
+        .authorization =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
+        .cookie = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE),
+        .upgrade = up && strcasestr(up, "websocket"),
+        .arg = mhd_arg,
+        .arg_ctx = c,
+    };
+}
+
+static enum MHD_Result mhd_access(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    struct httpd *h = cls;
+    struct mhd_req *st = *con_cls;
+    struct api_req req;
+    struct api_resp resp = {0};
+    (void)version;
+    if (!st) {
+        st = calloc(1, sizeof(*st));
+        if (!st)
+            return MHD_NO;
+        *con_cls = st;
+        mhd_req_head(c, url, method, &req);
+        st->route = api_gate(h->api, &req, &resp);
+        if (st->route && st->route->kind == API_WS && req.upgrade) {
+            /* An upgrade on a connection MHD already owns (keep-alive) cannot
+             * move to lws: ask the client to retry on a fresh connection. */
+            api_error(&resp, 503, "open WebSockets on a new connection");
+            st->route = NULL;
+        }
+        if (st->route) {
+            const char *cl =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            char *end = NULL;
+            unsigned long long n = cl ? strtoull(cl, &end, 10) : 0;
+            if (cl && (end == cl || n > API_BODY_MAX)) {
+                api_error(&resp, 413, "request body over 1 MiB");
+                st->route = NULL;
+            }
+        }
+        if (st->route)
+            return MHD_YES;
+        st->responded = true;
+        resp.close = true;
+        return mhd_send(h, c, &resp);
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (st->responded || st->too_big)
+            return MHD_YES;
+        if (n > API_BODY_MAX - st->len) {
+            st->too_big = true;
+            return MHD_YES;
+        }
+        if (st->len + n > st->cap) {
+            size_t cap = st->cap ? st->cap : 4096;
+            while (cap < st->len + n)
+                cap *= 2;
+            char *b = realloc(st->body, cap);
+            if (!b)
+                return MHD_NO;
+            st->body = b;
+            st->cap = cap;
+        }
+        memcpy(st->body + st->len, upload_data, n);
+        st->len += n;
+        return MHD_YES;
+    }
+    if (st->responded)
+        return MHD_YES;
+    st->responded = true;
+    if (st->too_big) {
+        api_error(&resp, 413, "request body over 1 MiB");
+        resp.close = true;
+        return mhd_send(h, c, &resp);
+    }
+    mhd_req_head(c, url, method, &req);
+    req.body = st->body;
+    req.body_len = st->len;
+    if (api_handle(h->api, st->route, &req, &resp) < 0 && !resp.status)
+        resp.status = 500;
+    return mhd_send(h, c, &resp);
+}
+
+static void mhd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                          enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    struct mhd_req *st = *con_cls;
+    if (st) {
+        free(st->body);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+/* ---- sniffer ---- */
+
+static void pending_close(struct httpd *h, struct pending *p)
+{
+    epoll_ctl(h->epfd, EPOLL_CTL_DEL, p->fd, NULL);
+    close(p->fd);
+    p->fd = -1;
+}
+
+/* Answer a refused upgrade: consume the head (so close sends FIN, not RST), reply, close. */
+static void sniff_refuse(struct httpd *h, struct pending *p, size_t head_len, struct api_resp *resp)
+{
+    char hdr[256];
+    char sink[512];
+    size_t left = head_len;
+    while (left > 0) {
+        ssize_t n = recv(p->fd, sink, left < sizeof(sink) ? left : sizeof(sink), 0);
+        if (n <= 0)
+            break;
+        left -= (size_t)n;
+    }
+    int hl = snprintf(hdr, sizeof(hdr),
+                      "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                      "Content-Length: %zu\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                      resp->status, reason_phrase(resp->status), resp->body_len);
+    if (hl > 0 && (size_t)hl < sizeof(hdr)) {
+        /* A fresh socket's send buffer takes this at once; a short write just truncates. */
+        struct iovec iov[2] = {{hdr, (size_t)hl}, {resp->body, resp->body_len}};
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = resp->body ? 2 : 1};
+        if (sendmsg(p->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+            LOG_DEBUG("event=refuse_send_failed errno=%d", errno);
+    }
+    api_count_response(h->api, resp->status);
+    shutdown(p->fd, SHUT_WR);
+    pending_close(h, p);
+}
+
+static void to_mhd(struct httpd *h, struct pending *p)
+{
+    int fd = p->fd;
+    epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+    p->fd = -1;
+    /* MHD owns fd from here, closing it on failure. */
+    if (MHD_add_connection(h->mhd, fd, (const struct sockaddr *)&p->addr, p->alen) != MHD_YES)
+        LOG_WARN("event=mhd_add_failed");
+}
+
+static void to_lws(struct httpd *h, struct pending *p)
+{
+    int fd = p->fd;
+    bool queued = false;
+    epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
+    p->fd = -1;
+    pthread_mutex_lock(&h->adopt_lock);
+    if (h->adopt_n < ADOPT_QUEUE_MAX) {
+        h->adopt_fds[h->adopt_n++] = fd;
+        queued = true;
+    }
+    pthread_mutex_unlock(&h->adopt_lock);
+    if (!queued) {
+        LOG_WARN("event=ws_queue_full");
+        close(fd);
+        return;
+    }
+    lws_cancel_service(h->lws);
+}
+
+static bool is_upper(char c)
+{
+    return c >= 'A' && c <= 'Z';
+}
+
+/* Look at what p has sent so far and route it when the head says enough. */
+static void sniff(struct httpd *h, struct pending *p)
+{
+    char buf[HTTPD_HEAD_MAX];
+    ssize_t n = recv(p->fd, buf, sizeof(buf), MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) {
+        pending_close(h, p);
+        return;
+    }
+    size_t len = (size_t)n;
+    if (!is_upper(buf[0])) {
+        to_mhd(h, p);
+        return;
+    }
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end) {
+        /* Only a GET can be an upgrade: route anything else as soon as the
+         * method is known, and an over-long head to MHD to refuse. */
+        const char *sp = memchr(buf, ' ', len);
+        if (len == sizeof(buf) || (sp && !(sp - buf == 3 && !memcmp(buf, "GET", 3))))
+            to_mhd(h, p);
+        return;
+    }
+    size_t head_len = (size_t)(end - buf) + 4;
+    struct head *hd = &h->head;
+    if (head_parse(hd, buf, head_len) < 0 || !hd->upgrade ||
+        !strcasestr(hd->upgrade, "websocket")) {
+        to_mhd(h, p);
+        return;
+    }
+    struct api_req req = {
+        .method = hd->method,
+        .path = hd->path,
+        .host = hd->host,
+        .origin = hd->origin,
+        .authorization = hd->authorization,
+        .cookie = hd->cookie,
+        .upgrade = true,
+    };
+    struct api_resp resp = {0};
+    const struct api_route *r = api_gate(h->api, &req, &resp);
+    if (!r) {
+        sniff_refuse(h, p, head_len, &resp);
+        api_resp_fini(&resp);
+        return;
+    }
+    if (r->kind == API_WS)
+        to_lws(h, p);
+    else
+        to_mhd(h, p);
+}
+
+static void sniff_accept(struct httpd *h)
+{
+    for (;;) {
+        struct sockaddr_storage addr;
+        socklen_t alen = sizeof(addr);
+        int fd =
+            accept4(h->listen_fd, (struct sockaddr *)&addr, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                LOG_WARN("event=accept_failed errno=%d", errno);
+            return;
+        }
+        struct pending *p = NULL;
+        for (size_t i = 0; i < HTTPD_PENDING_MAX && !p; i++)
+            if (h->pend[i].fd < 0)
+                p = &h->pend[i];
+        if (!p) {
+            LOG_WARN("event=sniff_full");
+            close(fd);
+            continue;
+        }
+        p->fd = fd;
+        p->deadline_ms = now_ms() + h->sniff_ms;
+        p->addr = addr;
+        p->alen = alen;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLET | EPOLLRDHUP,
+                                 .data.u64 = (uint64_t)(p - h->pend) + 2};
+        if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            p->fd = -1;
+        }
+    }
+}
+
+static void *sniffer_main(void *arg)
+{
+    struct httpd *h = arg;
+    struct epoll_event evs[64];
+    for (;;) {
+        uint64_t now = now_ms(), next = UINT64_MAX;
+        for (size_t i = 0; i < HTTPD_PENDING_MAX; i++) {
+            struct pending *p = &h->pend[i];
+            if (p->fd < 0)
+                continue;
+            if (p->deadline_ms <= now) {
+                LOG_DEBUG("event=sniff_timeout");
+                pending_close(h, p);
+            } else if (p->deadline_ms < next) {
+                next = p->deadline_ms;
+            }
+        }
+        int timeout = next == UINT64_MAX ? -1 : (int)(next - now);
+        int n = epoll_wait(h->epfd, evs, 64, timeout);
+        if (n < 0 && errno != EINTR) {
+            LOG_ERR("event=epoll_failed errno=%d", errno);
+            return NULL;
+        }
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == 1)
+                return NULL; /* stop */
+            if (tag == 0)
+                sniff_accept(h);
+            else if (tag - 2 < HTTPD_PENDING_MAX && h->pend[tag - 2].fd >= 0)
+                sniff(h, &h->pend[tag - 2]);
+        }
+    }
+}
+
+/* ---- setup and teardown ---- */
+
+static int listen_open(struct httpd *h, const char *addr, unsigned port, char *err, size_t errlen)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t slen;
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    int rc = 0;
+    if (port > 65535) {
+        snprintf(err, errlen, "port %u out of range", port);
+        return -EINVAL;
+    }
+    if (inet_pton(AF_INET, addr, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons((uint16_t)port);
+        slen = sizeof(*in4);
+    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)port);
+        slen = sizeof(*in6);
+    } else {
+        snprintf(err, errlen, "'%.100s' is not a numeric IP address", addr);
+        return -EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "socket: %s", strerror(-rc));
+        goto out;
+    }
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 128) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "cannot listen on %.100s:%u: %s", addr, port, strerror(-rc));
+        goto out;
+    }
+    slen = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0) {
+        rc = -errno;
+        snprintf(err, errlen, "getsockname: %s", strerror(-rc));
+        goto out;
+    }
+    h->port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
+    h->listen_fd = fd;
+    fd = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+int httpd_create(const struct httpd_opts *o, struct httpd **out, char *err, size_t errlen)
+{
+    struct httpd *h = calloc(1, sizeof(*h));
+    int rc = 0;
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    h->listen_fd = h->epfd = h->stop_fd = -1;
+    for (size_t i = 0; i < HTTPD_PENDING_MAX; i++)
+        h->pend[i].fd = -1;
+    pthread_mutex_init(&h->adopt_lock, NULL);
+    h->sniff_ms = o->sniff_timeout_ms ? o->sniff_timeout_ms : HTTPD_SNIFF_TIMEOUT_MS;
+    /* A peer closing mid-write must not kill the daemon (lws and the sniffer write). */
+    signal(SIGPIPE, SIG_IGN);
+
+    rc = listen_open(h, o->addr, o->port, err, errlen);
+    if (rc < 0)
+        goto out;
+    struct api_opts ao = {.auth = o->auth,
+                          .version = o->version,
+                          .port = h->port,
+                          .allow = o->allow,
+                          .nallow = o->nallow};
+    rc = api_create(&ao, &h->api);
+    if (rc < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+
+    h->mhd =
+        MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_EPOLL_INTERNAL_THREAD, 0,
+                         NULL, NULL, mhd_access, h, MHD_OPTION_NOTIFY_COMPLETED, mhd_completed, h,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+    if (!h->mhd) {
+        rc = -EIO;
+        snprintf(err, errlen, "cannot start libmicrohttpd");
+        goto out;
+    }
+
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = ws_protocols;
+    info.gid = -1;
+    info.uid = -1;
+    info.user = h;
+    info.max_http_header_data = HTTPD_HEAD_MAX;
+    h->lws = lws_create_context(&info);
+    h->vhost = h->lws ? lws_get_vhost_by_name(h->lws, "default") : NULL;
+    if (!h->vhost) {
+        rc = -EIO;
+        snprintf(err, errlen, "cannot start libwebsockets");
+        goto out;
+    }
+    rc = -pthread_create(&h->lws_thread, NULL, lws_main, h);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start a thread");
+        goto out;
+    }
+    h->lws_started = true;
+
+    h->epfd = epoll_create1(EPOLL_CLOEXEC);
+    h->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event lev = {.events = EPOLLIN, .data.u64 = 0};
+    struct epoll_event sev = {.events = EPOLLIN, .data.u64 = 1};
+    if (h->epfd < 0 || h->stop_fd < 0 || epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->listen_fd, &lev) ||
+        epoll_ctl(h->epfd, EPOLL_CTL_ADD, h->stop_fd, &sev)) {
+        rc = -errno;
+        snprintf(err, errlen, "epoll: %s", strerror(-rc));
+        goto out;
+    }
+    rc = -pthread_create(&h->sniffer, NULL, sniffer_main, h);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot start a thread");
+        goto out;
+    }
+    h->sniffer_started = true;
+    *out = h;
+    h = NULL;
+out:
+    httpd_destroy(h);
+    return rc;
+}
+
+unsigned httpd_port(const struct httpd *h)
+{
+    return h->port;
+}
+
+void httpd_destroy(struct httpd *h)
+{
+    if (!h)
+        return;
+    if (h->sniffer_started) {
+        uint64_t one = 1;
+        if (write(h->stop_fd, &one, sizeof(one)) != sizeof(one))
+            LOG_WARN("event=stop_write_failed errno=%d", errno);
+        pthread_join(h->sniffer, NULL);
+    }
+    if (h->listen_fd >= 0)
+        close(h->listen_fd);
+    for (size_t i = 0; i < HTTPD_PENDING_MAX; i++)
+        if (h->pend[i].fd >= 0)
+            close(h->pend[i].fd);
+    if (h->epfd >= 0)
+        close(h->epfd);
+    if (h->stop_fd >= 0)
+        close(h->stop_fd);
+    if (h->lws_started) {
+        atomic_store(&h->lws_stop, true);
+        lws_cancel_service(h->lws);
+        pthread_join(h->lws_thread, NULL);
+    }
+    if (h->lws)
+        lws_context_destroy(h->lws);
+    for (size_t i = 0; i < h->adopt_n; i++)
+        close(h->adopt_fds[i]);
+    if (h->mhd)
+        MHD_stop_daemon(h->mhd);
+    api_destroy(h->api);
+    pthread_mutex_destroy(&h->adopt_lock);
+    free(h);
+}
