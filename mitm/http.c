@@ -440,7 +440,7 @@ long http_parse_head(const char *p, size_t len, bool is_request, struct http_hea
     h->chunked = h->keep_alive = h->upgrade = h->expect_continue = false;
 
     for (;;) {
-        const char *nl = memchr(p + pos, '\n', lim - pos);
+        const char *nl = pos < lim ? memchr(p + pos, '\n', lim - pos) : NULL;
         const char *b = p + pos;
         size_t n;
         bool cr;

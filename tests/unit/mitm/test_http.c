@@ -362,6 +362,7 @@ static void test_http_parse_head_incomplete_is_zero(void **state)
     assert_int_equal(http_parse_head(in, strlen(in), true, &h, &why), 0);
     assert_null(why);
     assert_int_equal(http_parse_head(in, 0, true, &h, NULL), 0);
+    assert_int_equal(http_parse_head(NULL, 0, false, &h, &why), 0);
 }
 
 static void test_http_body_content_length_and_pipelining(void **state)
