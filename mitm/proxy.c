@@ -7,7 +7,9 @@
  * the request body and the response in one poll() loop, writing each piece
  * on as soon as it is read (so SSE and other streams are never held back).
  * A 101 to a WebSocket upgrade turns the connection into a byte relay. Each
- * exchange ends with one net_event to the sink.
+ * exchange ends with one net_event to the sink; an exchange with a model API
+ * (mitm/model.h) is also parsed, from the body bytes just forwarded, and
+ * reported as a model_call.
  */
 #include "proxy.h"
 
@@ -40,6 +42,7 @@
 #define CHUNK (256 * 1024)              /* one read while relaying a body */
 #define WBUF_CAP (HTTP_MAX_HEAD + 1024) /* a rewritten head */
 #define HOST_MAX 256
+#define PEND_MAX 64 /* decoded body pieces waiting for the model parser */
 
 struct mitm_proxy {
     struct policy_store *policy;
@@ -51,6 +54,9 @@ struct mitm_proxy {
     unsigned max_connections;
     SSL_CTX *client_ctx;
     struct upstream_pool *ups;
+    const struct model_host *model_hosts; /* NULL = model_default_hosts */
+    const struct pricing *pricing;
+    struct trace_table *traces;
     pthread_mutex_t lock; /* guards conns, active, stopping */
     pthread_cond_t idle;  /* signalled when active drops */
     struct pconn *conns;
@@ -98,6 +104,15 @@ struct exch {
     struct redact_capture reqcap, respcap;
     int64_t tunnel_up, tunnel_down; /* WebSocket bytes each way */
     bool upgraded;
+    bool resp_complete; /* the response body ended where its framing said */
+    /* Model-call parsing: body pieces are fed after they have been forwarded. */
+    struct model_parser *mp;
+    struct {
+        const uint8_t *p;
+        size_t len;
+        bool resp;
+    } pend[PEND_MAX];
+    size_t npend;
 };
 
 static int64_t mono_us(void)
@@ -137,11 +152,52 @@ static char *dup_printable(const char *p, size_t len)
 
 static void exch_fini(struct exch *x)
 {
+    model_parser_destroy(x->mp);
     free(x->method);
     free(x->path);
     free(x->query);
     free(x->req_headers);
     free(x->resp_headers);
+}
+
+/* Hand the pieces fed so far to the model parser (they have been forwarded by now). */
+static void model_flush(struct exch *x)
+{
+    for (size_t i = 0; i < x->npend; i++) {
+        if (x->pend[i].resp)
+            model_parser_response(x->mp, x->pend[i].p, x->pend[i].len, mono_us());
+        else
+            model_parser_request(x->mp, x->pend[i].p, x->pend[i].len);
+    }
+    x->npend = 0;
+}
+
+static void model_pend(struct exch *x, const uint8_t *p, size_t len, bool resp)
+{
+    if (!x->mp || len == 0)
+        return;
+    if (x->npend == PEND_MAX)
+        model_flush(x); /* many tiny chunks: parse these now rather than lose them */
+    x->pend[x->npend].p = p;
+    x->pend[x->npend].len = len;
+    x->pend[x->npend].resp = resp;
+    x->npend++;
+}
+
+/* http_data_fn for request bodies: preview capture and the model parser. */
+static void req_data(void *opaque, const uint8_t *p, size_t len)
+{
+    struct exch *x = opaque;
+    redact_capture_add(&x->reqcap, p, len);
+    model_pend(x, p, len, false);
+}
+
+/* http_data_fn for response bodies. */
+static void resp_data(void *opaque, const uint8_t *p, size_t len)
+{
+    struct exch *x = opaque;
+    redact_capture_add(&x->respcap, p, len);
+    model_pend(x, p, len, true);
 }
 
 static void set_error(struct exch *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -190,6 +246,22 @@ static void emit(struct pconn *pc, struct exch *x)
     sink_net(&pc->p->sink, &ev);
     free(reqp);
     free(respp);
+
+    if (x->mp) {
+        struct mitm_proxy *p = pc->p;
+        struct model_call *mc = model_parser_finish(x->mp, x->resp_complete, mono_us());
+        if (mc) {
+            mc->time_us = ev.time_us;
+            mc->process = ev.process;
+            mc->pid = ev.pid;
+            mc->host = ev.host;
+            mc->path = ev.path;
+            pricing_apply(p->pricing, mc);
+            if (p->traces)
+                trace_link(p->traces, mc);
+            sink_model(&p->sink, mc);
+        }
+    }
 }
 
 static void exch_start(struct exch *x)
@@ -644,12 +716,14 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
     }
     http_body_init(&x->reqb, ri->kind, ri->content_length);
     if (!body_done(&x->reqb) && pc->glen) {
-        long m = http_body_feed(&x->reqb, pc->gbuf, pc->glen, redact_capture_add, &x->reqcap);
+        long m = http_body_feed(&x->reqb, pc->gbuf, pc->glen, req_data, x);
+        int w = m >= 0 ? mitm_io_write(&up->io, pc->gbuf, (size_t)m, idle) : 0;
+        model_flush(x);
         if (m < 0) {
             set_error(x, "bad chunked request body");
             goto bad_request;
         }
-        if (mitm_io_write(&up->io, pc->gbuf, (size_t)m, idle) < 0) {
+        if (w < 0) {
             set_error(x, "upstream %s:%u: connection lost while sending the request", x->host,
                       x->port);
             goto fail;
@@ -693,13 +767,14 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                 return XR_GUEST_ERROR;
             }
             if (n > 0) {
-                long m =
-                    http_body_feed(&x->reqb, pc->tmp, (size_t)n, redact_capture_add, &x->reqcap);
+                long m = http_body_feed(&x->reqb, pc->tmp, (size_t)n, req_data, x);
+                int w = m >= 0 ? mitm_io_write(&up->io, pc->tmp, (size_t)m, idle) : 0;
+                model_flush(x);
                 if (m < 0) {
                     set_error(x, "bad chunked request body");
                     goto bad_request;
                 }
-                if (mitm_io_write(&up->io, pc->tmp, (size_t)m, idle) < 0) {
+                if (w < 0) {
                     set_error(x, "upstream %s:%u: connection lost while sending the request",
                               x->host, x->port);
                     goto fail;
@@ -792,17 +867,25 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                         return XR_GUEST_ERROR;
                     }
                     sent_to_guest = true;
+                    if (x->mp) {
+                        const struct http_header *ct = http_find_header(&resp, "content-type");
+                        const struct http_header *ce = http_find_header(&resp, "content-encoding");
+                        model_parser_response_head(x->mp, resp.status, ct ? ct->value.p : NULL,
+                                                   ct ? ct->value.len : 0, ce ? ce->value.p : NULL,
+                                                   ce ? ce->value.len : 0);
+                    }
                     http_body_init(&x->respb, k, resp.content_length);
                     size_t rest = pc->ulen - (size_t)hl;
                     if (rest && !body_done(&x->respb)) {
-                        long m = http_body_feed(&x->respb, pc->ubuf + hl, rest, redact_capture_add,
-                                                &x->respcap);
+                        long m = http_body_feed(&x->respb, pc->ubuf + hl, rest, resp_data, x);
+                        int w = m >= 0 ? mitm_io_write(&pc->g, pc->ubuf + hl, (size_t)m, idle) : 0;
+                        model_flush(x);
                         if (m < 0) {
                             set_error(x, "upstream %s:%u: bad chunked response body", x->host,
                                       x->port);
                             goto fail;
                         }
-                        if (mitm_io_write(&pc->g, pc->ubuf + hl, (size_t)m, idle) < 0) {
+                        if (w < 0) {
                             set_error(x, "guest closed the connection");
                             return XR_GUEST_ERROR;
                         }
@@ -829,13 +912,14 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                     set_error(x, "upstream %s:%u: response body cut short", x->host, x->port);
                     goto fail;
                 }
-                long m =
-                    http_body_feed(&x->respb, pc->tmp, (size_t)n, redact_capture_add, &x->respcap);
+                long m = http_body_feed(&x->respb, pc->tmp, (size_t)n, resp_data, x);
+                int w = m >= 0 ? mitm_io_write(&pc->g, pc->tmp, (size_t)m, idle) : 0;
+                model_flush(x);
                 if (m < 0) {
                     set_error(x, "upstream %s:%u: bad chunked response body", x->host, x->port);
                     goto fail;
                 }
-                if (mitm_io_write(&pc->g, pc->tmp, (size_t)m, idle) < 0) {
+                if (w < 0) {
                     set_error(x, "guest closed the connection");
                     return XR_GUEST_ERROR;
                 }
@@ -851,6 +935,7 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
             break;
         }
     }
+    x->resp_complete = rs == R_DONE;
     *up_reusable = resp_keep && !extra && body_done(&x->reqb) && rs == R_DONE &&
                    x->respb.kind != HTTP_BODY_CLOSE;
     return close_guest ? XR_CLOSE : XR_OK;
@@ -993,6 +1078,12 @@ static void serve_http(struct pconn *pc)
                   put_headers(pc->wbuf, &wl, &req, ri.websocket) &&
                   (!ri.websocket || wputs(pc->wbuf, &wl, "Connection: Upgrade\r\n")) &&
                   wputs(pc->wbuf, &wl, "\r\n");
+        /* A model API call is parsed as it passes (only when someone takes the result). */
+        struct model_route route;
+        if (ok && p->sink.ops && p->sink.ops->model &&
+            model_detect(p->model_hosts, x.host, x.method, req.target.p, req.target.len, &route) &&
+            model_parser_create(&route, NULL, x.t0_us, &x.mp) < 0)
+            x.mp = NULL; /* out of memory: the exchange goes on unparsed */
         gbuf_consume(pc, (size_t)hl);
         if (!ok) {
             policy_unref(pol);
@@ -1123,6 +1214,9 @@ int mitm_proxy_create(const struct mitm_proxy_config *cfg, struct mitm_proxy **o
     p->certs = cfg->certs;
     p->pool = cfg->pool;
     p->sink = cfg->sink;
+    p->model_hosts = cfg->model_hosts;
+    p->pricing = cfg->pricing;
+    p->traces = cfg->traces;
     p->connect_timeout_ms = (int)(cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000);
     p->idle_timeout_ms = (int)(cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 300000);
     p->max_connections = cfg->max_connections ? cfg->max_connections : 512;

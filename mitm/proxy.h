@@ -12,9 +12,12 @@
 #define CAPSEM_MITM_PROXY_H
 
 #include "dns.h"
+#include "model.h"
 #include "policy.h"
+#include "pricing.h"
 #include "sink.h"
 #include "tls.h"
+#include "trace.h"
 
 struct mitm_proxy;
 
@@ -27,6 +30,15 @@ struct mitm_proxy_config {
     unsigned connect_timeout_ms;  /* upstream connect + handshake; 0 = 10 s */
     unsigned idle_timeout_ms;     /* no bytes either way; 0 = 5 min */
     unsigned max_connections;     /* at once; 0 = 512; more are refused with a log line */
+    /*
+     * Model calls (mitm/model.h): when the sink has a model op, exchanges with
+     * these hosts (NULL = model_default_hosts) are parsed as they are forwarded
+     * and reported with sink_model(), priced by `pricing` and linked into
+     * traces by `traces` (each borrowed, may be NULL: no cost / no trace).
+     */
+    const struct model_host *model_hosts;
+    const struct pricing *pricing;
+    struct trace_table *traces;
 };
 
 /* 0 or -errno with a reason in err. */

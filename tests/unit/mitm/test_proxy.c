@@ -114,7 +114,53 @@ static void rec_net(void *opaque, const struct net_event *ev)
     pthread_mutex_unlock(&rec_lock);
 }
 
-static const struct sink_ops rec_ops = {.net = rec_net};
+/* Model calls, as the proxy reports them through the sink's model op. */
+struct rec_model {
+    char provider[16], api[16], model[64], status[16], host[64], path[64], process[65];
+    char tool_name[32], tool_id[32], tool_args[64];
+    int http_status;
+    int64_t input_tokens, output_tokens, ttft_us, pid;
+    size_t n_tool_calls;
+    bool stream, cost_known;
+    int turn;
+};
+static struct rec_model recm[8];
+static size_t nrecm;
+
+static void rec_model_call(void *opaque, const struct model_call *mc)
+{
+    (void)opaque;
+    pthread_mutex_lock(&rec_lock);
+    if (nrecm < 8) {
+        struct rec_model *r = &recm[nrecm++];
+        memset(r, 0, sizeof(*r));
+        copy_str(r->provider, sizeof(r->provider), mc->provider, NULL);
+        copy_str(r->api, sizeof(r->api), mc->api, NULL);
+        copy_str(r->model, sizeof(r->model), mc->model_answered, NULL);
+        copy_str(r->status, sizeof(r->status), mc->status, NULL);
+        copy_str(r->host, sizeof(r->host), mc->host, NULL);
+        copy_str(r->path, sizeof(r->path), mc->path, NULL);
+        copy_str(r->process, sizeof(r->process), mc->process, NULL);
+        r->n_tool_calls = mc->n_tool_calls;
+        if (mc->n_tool_calls) {
+            copy_str(r->tool_name, sizeof(r->tool_name), mc->tool_calls[0].name, NULL);
+            copy_str(r->tool_id, sizeof(r->tool_id), mc->tool_calls[0].id, NULL);
+            copy_str(r->tool_args, sizeof(r->tool_args), mc->tool_calls[0].arguments, NULL);
+        }
+        r->http_status = mc->http_status;
+        r->input_tokens = mc->input_tokens;
+        r->output_tokens = mc->output_tokens;
+        r->ttft_us = mc->ttft_us;
+        r->pid = mc->pid;
+        r->stream = mc->stream;
+        r->cost_known = mc->cost_known;
+        r->turn = mc->turn;
+    }
+    pthread_cond_broadcast(&rec_cond);
+    pthread_mutex_unlock(&rec_lock);
+}
+
+static const struct sink_ops rec_ops = {.net = rec_net, .model = rec_model_call};
 
 /* Wait (up to 10 s) until n events have arrived; returns the count then. */
 static size_t wait_events(size_t n)
@@ -229,6 +275,8 @@ static void *sconn_main(void *arg)
             goto out;
         char path[256];
         snprintf(path, sizeof(path), "%.*s", (int)h.target.len, h.target.p);
+        if (strncmp(path, "/hello", 6) != 0 && strchr(path, '?'))
+            *strchr(path, '?') = '\0'; /* routes below match the path alone */
         bool keep = h.keep_alive;
         bool ws = h.upgrade;
         const struct http_header *hh = http_find_header(&h, "host");
@@ -259,11 +307,44 @@ static void *sconn_main(void *arg)
             memmove(hb, hb + m, hl - (size_t)m);
             hl -= (size_t)m;
         }
+        body->data[body->len < sizeof(body->data) ? body->len : sizeof(body->data) - 1] = '\0';
         if (strncmp(path, "/hello", 6) == 0) {
             if (!s_printf(c,
                           "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
                           "X-Upstream-Host: %s\r\nX-Saw-Connection: %s\r\n\r\nhello world",
                           host, has_conn ? "yes" : "no"))
+                goto out;
+        } else if (strcmp(path, "/v1/messages") == 0 && strstr(body->data, "\"stream\":true")) {
+            /* An Anthropic streamed answer, one SSE event per chunk. */
+            static const char *const evs[] = {
+                "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":"
+                "\"msg_s\",\"model\":\"claude-test-1\",\"usage\":{\"input_tokens\":21,"
+                "\"output_tokens\":1}}}\n\n",
+                "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"
+                "\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+                "event: message_delta\ndata: "
+                "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"
+                "\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n",
+                "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            };
+            if (!s_printf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n"))
+                goto out;
+            for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+                if (!s_printf(c, "%zx\r\n%s\r\n", strlen(evs[i]), evs[i]))
+                    goto out;
+            if (!s_printf(c, "0\r\n\r\n"))
+                goto out;
+        } else if (strcmp(path, "/v1/messages") == 0) {
+            static const char js[] =
+                "{\"id\":\"msg_1\",\"type\":\"message\",\"model\":\"claude-test-1\","
+                "\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"bash\","
+                "\"input\":{\"cmd\":\"ls\"}}],\"stop_reason\":\"tool_use\","
+                "\"usage\":{\"input_tokens\":12,\"output_tokens\":5}}";
+            if (!s_printf(c,
+                          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %zu\r\n\r\n%s",
+                          sizeof(js) - 1, js))
                 goto out;
         } else if (strcmp(path, "/echo") == 0) {
             if (!s_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", body->len) ||
@@ -517,6 +598,7 @@ static int setup(void **state)
     (void)state;
     pthread_mutex_lock(&rec_lock);
     nrec = 0;
+    nrecm = 0;
     pthread_mutex_unlock(&rec_lock);
     if (policy_store_create(make_policy(""), &F->store) != 0)
         return -1;
@@ -1185,6 +1267,101 @@ static void test_serve_refuses_over_max_connections(void **state)
     guest_close(g);
 }
 
+/* api.test speaks the Anthropic API in these tests. */
+static const struct model_host test_model_hosts[] = {{"api.test", MODEL_PROVIDER_ANTHROPIC},
+                                                     {NULL, MODEL_PROVIDER_NONE}};
+
+static size_t wait_models(size_t n)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&rec_lock);
+    while (nrecm < n && pthread_cond_timedwait(&rec_cond, &rec_lock, &dl) == 0)
+        ;
+    size_t got = nrecm;
+    pthread_mutex_unlock(&rec_lock);
+    return got;
+}
+
+static void test_serve_model_calls_reported(void **state)
+{
+    (void)state;
+    mitm_proxy_destroy(F->proxy);
+    struct trace_table *traces = NULL;
+    assert_int_equal(trace_table_create(0, &traces), 0);
+    struct mitm_proxy_config cfg = {
+        .policy = F->store,
+        .certs = F->certs,
+        .sink = {.ops = &rec_ops},
+        .upstream_ca_file = F->upca_file,
+        .model_hosts = test_model_hosts,
+        .traces = traces,
+    };
+    char err[256] = "";
+    assert_int_equal(mitm_proxy_create(&cfg, &F->proxy, err, sizeof(err)), 0);
+    struct guest *g = guest_open();
+    static const char req1[] = "{\"model\":\"claude-test-1\",\"max_tokens\":10,"
+                               "\"messages\":[{\"role\":\"user\",\"content\":\"list\"}]}";
+    char buf[1024];
+    snprintf(buf, sizeof(buf),
+             "POST /v1/messages HTTP/1.1\r\nHost: api.test\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             sizeof(req1) - 1, req1);
+    g_puts(g, buf);
+    struct resp r;
+    g_response(g, &r, "POST");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "toolu_1")); /* forwarded unchanged */
+    assert_int_equal(wait_models(1), 1);
+    /* The tool result goes back, chunked and streamed: the same trace, one turn later. */
+    static const char req2[] = "{\"model\":\"claude-test-1\",\"stream\":true,\"messages\":["
+                               "{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+                               "\"tool_use_id\":\"toolu_1\",\"content\":\"a b\"}]}]}";
+    g_puts(g, "POST /v1/messages?beta=true HTTP/1.1\r\nHost: api.test\r\n"
+              "Transfer-Encoding: chunked\r\n\r\n");
+    snprintf(buf, sizeof(buf), "%zx\r\n%s\r\n0\r\n\r\n", sizeof(req2) - 1, req2);
+    g_puts(g, buf);
+    g_response(g, &r, "POST");
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body.data, "message_stop"));
+    assert_int_equal(wait_models(2), 2);
+    pthread_mutex_lock(&rec_lock);
+    struct rec_model m1 = recm[0], m2 = recm[1];
+    pthread_mutex_unlock(&rec_lock);
+    assert_string_equal(m1.provider, "anthropic");
+    assert_string_equal(m1.api, "messages");
+    assert_string_equal(m1.model, "claude-test-1");
+    assert_string_equal(m1.host, "api.test");
+    assert_string_equal(m1.path, "/v1/messages");
+    assert_string_equal(m1.process, "curl");
+    assert_int_equal(m1.pid, 4242);
+    assert_int_equal(m1.http_status, 200);
+    assert_int_equal(m1.input_tokens, 12);
+    assert_int_equal(m1.output_tokens, 5);
+    assert_int_equal(m1.n_tool_calls, 1);
+    assert_string_equal(m1.tool_name, "bash");
+    assert_string_equal(m1.tool_id, "toolu_1");
+    assert_false(m1.stream);
+    assert_false(m1.cost_known); /* no price table given */
+    assert_int_equal(m1.turn, 1);
+    assert_true(m2.stream);
+    assert_int_equal(m2.input_tokens, 21);
+    assert_int_equal(m2.output_tokens, 9);
+    assert_string_equal(m2.status, "ok");
+    assert_true(m2.ttft_us >= 0);
+    assert_int_equal(m2.turn, 2);
+    /* Other paths on the host are not model calls; the net events are there as always. */
+    g_puts(g, "GET /hello HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    g_response(g, &r, "GET");
+    assert_int_equal(wait_events(3), 3);
+    assert_int_equal(wait_models(3), 2);
+    guest_close(g);
+    mitm_proxy_destroy(F->proxy); /* before the trace table it borrows */
+    F->proxy = NULL;
+    trace_table_destroy(traces);
+}
+
 static void test_destroy_closes_open_connections(void **state)
 {
     (void)state;
@@ -1227,6 +1404,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_host_differs_from_sni, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_reuses_upstream_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_refuses_over_max_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_model_calls_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_closes_open_connections, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
