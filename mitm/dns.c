@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -595,6 +596,12 @@ int dns_service_serve(struct dns_service *s, int fd)
     }
     c->svc = s;
     c->fd = fd;
+    /* The connection thread reads with blocking calls; accepted sockets may come non-blocking. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+        rc = -errno;
+        goto out;
+    }
     rc = -pthread_create(&c->thread, NULL, conn_main, c);
     if (rc < 0)
         goto out;

@@ -20,6 +20,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -937,6 +938,33 @@ static void test_dns_service_two_queries_and_swap(void **state)
     policy_store_destroy(store);
 }
 
+/* The runner hands over accepted sockets non-blocking; a query that comes later is still served. */
+static void test_dns_service_nonblocking_fd_waits_for_queries(void **state)
+{
+    (void)state;
+    struct policy_store *store = NULL;
+    assert_int_equal(policy_store_create(make_policy(POLICY_TEXT), &store), 0);
+    struct dns_service *svc = NULL;
+    assert_int_equal(dns_service_create(store, fx.pool, &rec_sink, &svc), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(dns_service_serve(svc, sv[1]), 0);
+    usleep(200000); /* nothing to read yet: the service must wait, not give up */
+    int fl = fcntl(sv[0], F_GETFL);
+    assert_int_equal(fcntl(sv[0], F_SETFL, fl & ~O_NONBLOCK), 0);
+    struct qbuf q;
+    make_query(&q, 0xB001, "example.com", 1, false);
+    send_query(sv[0], &q);
+    uint8_t buf[DNS_ANSWER_MAX];
+    struct parsed r;
+    parse_answer(buf, recv_answer(sv[0], buf, sizeof(buf)), &r);
+    assert_int_equal(r.id, 0xB001);
+    assert_true(r.has_a);
+    close(sv[0]);
+    dns_service_destroy(svc);
+    policy_store_destroy(store);
+}
+
 static void test_dns_service_oversized_length_closes(void **state)
 {
     (void)state;
@@ -1068,6 +1096,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dns_answer_truncated_every_length, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_dns_answer_random_corruption, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_dns_service_nonblocking_fd_waits_for_queries, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_dns_service_two_queries_and_swap, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_dns_service_oversized_length_closes, fx_setup,
