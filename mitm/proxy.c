@@ -755,7 +755,19 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
             goto fail;
         }
         if (r == 0 && !gpend && !upend) {
-            set_error(x, "idle timeout");
+            if (want_g) { /* the upstream waits for the rest of the body: the guest stalled */
+                set_error(x, "guest sent nothing for %d ms during the request body", idle);
+                if (!sent_to_guest) {
+                    char body[400];
+                    snprintf(body, sizeof(body), "%s\n", x->error);
+                    send_simple(pc, x, 408, "Request Timeout", body, true, false);
+                }
+                return XR_CLOSE;
+            }
+            if (rs == R_HEAD)
+                set_error(x, "upstream %s:%u: no response within %d ms", x->host, x->port, idle);
+            else
+                set_error(x, "upstream %s:%u: response stalled for %d ms", x->host, x->port, idle);
             goto fail;
         }
 

@@ -346,6 +346,9 @@ static void *sconn_main(void *arg)
                           "Content-Length: %zu\r\n\r\n%s",
                           sizeof(js) - 1, js))
                 goto out;
+        } else if (strcmp(path, "/stall") == 0) {
+            usleep(1500000); /* never answers in time, then hangs up */
+            goto out;
         } else if (strcmp(path, "/echo") == 0) {
             if (!s_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", body->len) ||
                 !s_write(c, body->data, body->len))
@@ -1243,6 +1246,49 @@ static void test_serve_reuses_upstream_connection(void **state)
     assert_int_equal(made, 1);
 }
 
+static void test_serve_idle_timeouts(void **state)
+{
+    (void)state;
+    mitm_proxy_destroy(F->proxy);
+    struct mitm_proxy_config cfg = {
+        .policy = F->store,
+        .certs = F->certs,
+        .sink = {.ops = &rec_ops},
+        .upstream_ca_file = F->upca_file,
+        .idle_timeout_ms = 300,
+    };
+    char err[256] = "";
+    assert_int_equal(mitm_proxy_create(&cfg, &F->proxy, err, sizeof(err)), 0);
+    /* An upstream that never answers: a 502 saying so, in bounded time. */
+    struct guest *g = guest_open();
+    int64_t t0 = mono_us();
+    g_puts(g, "GET /stall HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    struct resp r;
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 502);
+    assert_non_null(strstr(r.body.data, "upstream api.test:443: no response within 300 ms"));
+    assert_true(mono_us() - t0 < 1400000);
+    assert_true(g_eof(g));
+    guest_close(g);
+    /* A guest that stops half way through a head, and one that says nothing at all. */
+    g = guest_open();
+    g_puts(g, "GET /hello HTTP/1.1\r\nHo");
+    assert_true(g_eof(g));
+    guest_close(g);
+    g = guest_open();
+    assert_true(g_eof(g));
+    guest_close(g);
+    /* A guest that stops in the middle of a body. */
+    g = guest_open();
+    g_puts(g, "POST /echo HTTP/1.1\r\nHost: api.test\r\nContent-Length: 10\r\n\r\nabc");
+    g_response(g, &r, "POST");
+    assert_int_equal(r.status, 408);
+    assert_non_null(strstr(r.body.data, "guest sent nothing for 300 ms"));
+    assert_true(g_eof(g));
+    guest_close(g);
+    assert_int_equal(wait_events(2), 2);
+}
+
 static void test_serve_refuses_over_max_connections(void **state)
 {
     (void)state;
@@ -1403,6 +1449,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_oversized_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_host_differs_from_sni, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_reuses_upstream_connection, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_idle_timeouts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_refuses_over_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_model_calls_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_closes_open_connections, setup, teardown),
