@@ -257,6 +257,8 @@ static bool reap_all(pid_t watch, int *st)
         if (pid == watch) {
             seen = true;
             *st = s;
+        } else {
+            net_relay_reaped(pid, s);
         }
     }
     return seen;

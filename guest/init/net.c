@@ -226,8 +226,27 @@ static int open_listener(int type, uint16_t port, int *out)
     return 0;
 }
 
-/* Start `path` with fds[0..n) as fds 3.. and `args`. 0 or -errno. */
-static int spawn_relay(const char *path, const int *fds, int n, char *const *argv)
+/* The relays' pids, for net_relay_reaped(). */
+static pid_t relay_pid[2];
+static const char *const relay_name[2] = {"capsem-netproxy", "capsem-dnsstub"};
+
+bool net_relay_reaped(pid_t pid, int status)
+{
+    for (int i = 0; i < 2; i++) {
+        if (pid <= 0 || relay_pid[i] != pid)
+            continue;
+        relay_pid[i] = 0;
+        LOG_ERR("event=relay_exit name=%s status=%d signal=%d result=\"its connections are "
+                "refused from now on\"",
+                relay_name[i], WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+                WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+        return true;
+    }
+    return false;
+}
+
+/* Start `path` with fds[0..n) as fds 3.. and `args`; 0 and *out (its pid) or -errno. */
+static int spawn_relay(const char *path, const int *fds, int n, char *const *argv, pid_t *out)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -248,6 +267,7 @@ static int spawn_relay(const char *path, const int *fds, int n, char *const *arg
         LOG_ERR("event=start_relay path=%s err=\"%s\"", path, strerror(errno));
         _exit(127);
     }
+    *out = pid;
     return 0;
 }
 
@@ -302,7 +322,8 @@ int net_setup(const char *cmdline, size_t len, const char *proxy, const char *dn
     char *const pargv[] = {"capsem-netproxy", "--listen-fd", "3", NULL};
     char *const dargv[] = {"capsem-dnsstub", "--udp-fd", "3", "--tcp-fd", "4", NULL};
     int dfds[2] = {du, dt};
-    if ((ret = spawn_relay(proxy, &lp, 1, pargv)) || (ret = spawn_relay(dns, dfds, 2, dargv))) {
+    if ((ret = spawn_relay(proxy, &lp, 1, pargv, &relay_pid[0])) ||
+        (ret = spawn_relay(dns, dfds, 2, dargv, &relay_pid[1]))) {
         LOG_ERR("event=net_start_relays err=\"%s\"", strerror(-ret));
         goto out;
     }

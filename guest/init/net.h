@@ -8,7 +8,9 @@
 #ifndef CAPSEM_GUEST_NET_H
 #define CAPSEM_GUEST_NET_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Where the relays live in the initramfs, and their copies in /run for the Debian root. */
 #define NET_PROXY_SRC "/sbin/capsem-netproxy"
@@ -25,5 +27,12 @@
  */
 __attribute__((warn_unused_result)) int net_setup(const char *cmdline, size_t len,
                                                   const char *proxy, const char *dns);
+
+/*
+ * Called by init for every child it reaps: when `pid` is one of the relays,
+ * log that it ended (its listening socket is gone with it, so from then on
+ * connections it served are refused, never let through) and return true.
+ */
+bool net_relay_reaped(pid_t pid, int status);
 
 #endif
