@@ -10,6 +10,9 @@
 #include "model_impl.h"
 
 #include <errno.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -370,9 +373,205 @@ json_t *model_parse_json(struct model_parser *p, const char *data, size_t len)
     return v;
 }
 
+/*
+ * Substring search for the short needles the fast paths look for, many times
+ * per event: candidates are positions where two inner bytes of the needle
+ * both match (16 at a time with SSE2), each confirmed with memcmp. glibc's
+ * memmem spends more on setup than on these ~150-byte events.
+ */
+static const char *find(const char *h, size_t n, const char *needle, size_t k)
+{
+    if (k < 3 || n < k)
+        return k == 0 ? h : (n < k ? NULL : memmem(h, n, needle, k));
+    size_t a = 1, b = k - 2; /* the needles are quoted keys: skip the quotes */
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i fa = _mm_set1_epi8(needle[a]), fb = _mm_set1_epi8(needle[b]);
+    for (; i + 16 + k - 1 <= n; i += 16) {
+        __m128i va = _mm_loadu_si128((const __m128i *)(const void *)(h + i + a));
+        __m128i vb = _mm_loadu_si128((const __m128i *)(const void *)(h + i + b));
+        unsigned m = (unsigned)_mm_movemask_epi8(
+            _mm_and_si128(_mm_cmpeq_epi8(va, fa), _mm_cmpeq_epi8(vb, fb)));
+        while (m) {
+            unsigned bit = (unsigned)__builtin_ctz(m);
+            if (memcmp(h + i + bit, needle, k) == 0)
+                return h + i + bit;
+            m &= m - 1;
+        }
+    }
+#endif
+    for (; i + k <= n; i++) {
+        if (h[i + a] == needle[a] && h[i + b] == needle[b] && memcmp(h + i, needle, k) == 0)
+            return h + i;
+    }
+    return NULL;
+}
+
+const char *model_find(const char *s, size_t n, const char *needle)
+{
+    return find(s, n, needle, strlen(needle));
+}
+
 bool model_contains(const char *s, size_t n, const char *needle)
 {
-    return memmem(s, n, needle, strlen(needle)) != NULL;
+    return find(s, n, needle, strlen(needle)) != NULL;
+}
+
+const char *model_fast_value(const char *k, const char *end, const char *quoted_key)
+{
+    const char *v = k + strlen(quoted_key);
+    while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n'))
+        v++;
+    if (v >= end || *v != ':')
+        return NULL;
+    v++;
+    while (v < end && (*v == ' ' || *v == '\t' || *v == '\r' || *v == '\n'))
+        v++;
+    return v < end ? v : NULL;
+}
+
+const char *model_fast_key(const char *d, size_t n, const char *quoted_key)
+{
+    const char *k = find(d, n, quoted_key, strlen(quoted_key));
+    return k ? model_fast_value(k, d + n, quoted_key) : NULL;
+}
+
+bool model_fast_int(const char *v, const char *end, int64_t *out)
+{
+    int64_t x = 0;
+    const char *s = v;
+    while (s < end && *s >= '0' && *s <= '9' && s - v < 15)
+        x = x * 10 + (*s++ - '0');
+    if (s == v || (s < end && *s >= '0' && *s <= '9'))
+        return false;
+    *out = x;
+    return true;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static bool hex4(const char *s, const char *end, uint32_t *out)
+{
+    if (end - s < 4)
+        return false;
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(s[i]);
+        if (h < 0)
+            return false;
+        v = v << 4 | (uint32_t)h;
+    }
+    *out = v;
+    return true;
+}
+
+/* Unescape the JSON string at v into b; false when it is not a well-formed string. */
+static bool unescape(const char *v, const char *end, struct buf *b)
+{
+    b->len = 0;
+    if (v >= end || *v != '"')
+        return false;
+    const char *s = v + 1;
+    for (;;) {
+        const char *run = s;
+        while (s < end && *s != '"' && *s != '\\' && (unsigned char)*s >= 0x20)
+            s++;
+        if (buf_append(b, run, (size_t)(s - run)) != 0 || s >= end)
+            return false;
+        if (*s == '"')
+            return true;
+        if (*s != '\\' || s + 1 >= end)
+            return false; /* a raw control character */
+        char e = s[1];
+        s += 2;
+        char c;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+            c = e;
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (!hex4(s, end, &cp))
+                return false;
+            s += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || !hex4(s + 2, end, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return false; /* a lone surrogate: let jansson judge */
+                s += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return false;
+            }
+            if (cp == 0)
+                return false;
+            uint8_t u[4];
+            size_t un;
+            if (cp < 0x80) {
+                u[0] = (uint8_t)cp;
+                un = 1;
+            } else if (cp < 0x800) {
+                u[0] = (uint8_t)(0xC0 | cp >> 6);
+                u[1] = (uint8_t)(0x80 | (cp & 0x3F));
+                un = 2;
+            } else if (cp < 0x10000) {
+                u[0] = (uint8_t)(0xE0 | cp >> 12);
+                u[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+                u[2] = (uint8_t)(0x80 | (cp & 0x3F));
+                un = 3;
+            } else {
+                u[0] = (uint8_t)(0xF0 | cp >> 18);
+                u[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+                u[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+                u[3] = (uint8_t)(0x80 | (cp & 0x3F));
+                un = 4;
+            }
+            if (buf_append(b, u, un) != 0)
+                return false;
+            continue;
+        }
+        default:
+            return false;
+        }
+        if (buf_append(b, &c, 1) != 0)
+            return false;
+    }
+}
+
+bool model_fast_str(struct model_parser *p, const char *v, const char *end, const char **s,
+                    size_t *n)
+{
+    if (!unescape(v, end, &p->scratch))
+        return false;
+    *s = (const char *)p->scratch.data;
+    *n = p->scratch.len;
+    return true;
 }
 
 bool model_event_is(const char *e, size_t n, const char *name)
@@ -407,6 +606,7 @@ int model_parser_create(const struct model_route *r, const struct model_limits *
     p->start_us = start_us;
     buf_init(&p->req, req_max);
     buf_init(&p->js.elem, ev_max);
+    buf_init(&p->scratch, ev_max);
     sse_reader_init(&p->reader, ev_max, NULL, NULL);
     p->reader.opaque = p;
     struct model_call *c = &p->call;
@@ -433,6 +633,7 @@ void model_parser_destroy(struct model_parser *p)
         return;
     buf_fini(&p->req);
     buf_fini(&p->js.elem);
+    buf_fini(&p->scratch);
     sse_reader_fini(&p->reader);
     decode_destroy(p->dec);
     for (size_t i = 0; i < p->nstrs; i++)

@@ -121,11 +121,29 @@ static int64_t block_index(json_t *root)
 static void event(struct model_parser *p, const char *ev, size_t ev_len, const char *data,
                   size_t len)
 {
-    /* text and thinking deltas carry nothing the record keeps: skip the JSON work */
-    if (model_event_is(ev, ev_len, "content_block_delta") &&
-        !model_contains(data, len, "\"input_json_delta\"")) {
-        p->saw_response = true;
-        return;
+    if (model_event_is(ev, ev_len, "content_block_delta")) {
+        /* text and thinking deltas carry nothing the record keeps: skip the JSON work */
+        if (!model_contains(data, len, "\"input_json_delta\"")) {
+            p->saw_response = true;
+            return;
+        }
+        /* argument pieces: index and partial_json straight from the text */
+        const char *end = data + len, *v = model_fast_key(data, len, "\"index\"");
+        const char *pj = model_fast_key(data, len, "\"partial_json\"");
+        const char *s;
+        size_t n;
+        int64_t idx;
+        if (v && pj && model_fast_int(v, end, &idx) && model_fast_str(p, pj, end, &s, &n)) {
+            p->saw_response = true;
+            struct model_tool *t = model_tool(p, idx, false);
+            if (t) {
+                if (!t->streamed)
+                    t->args.len = 0;
+                t->streamed = true;
+                model_tool_args_append(p, t, s, n);
+            }
+            return;
+        }
     }
     if (model_event_is(ev, ev_len, "ping")) {
         p->saw_response = true;

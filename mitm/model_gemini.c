@@ -85,6 +85,19 @@ static void request(struct model_parser *p, json_t *root)
     }
 }
 
+static void usage(struct model_call *c, int64_t prompt, int64_t cached, int64_t cand_n,
+                  int64_t thoughts)
+{
+    if (prompt >= 0)
+        c->input_tokens = cached > 0 && cached <= prompt ? prompt - cached : prompt;
+    if (cached >= 0)
+        c->cache_read_tokens = cached;
+    if (thoughts >= 0)
+        c->reasoning_tokens = thoughts;
+    if (cand_n >= 0 || thoughts >= 0)
+        c->output_tokens = (cand_n > 0 ? cand_n : 0) + (thoughts > 0 ? thoughts : 0);
+}
+
 static void chunk(struct model_parser *p, json_t *root)
 {
     struct model_call *c = &p->call;
@@ -126,15 +139,46 @@ static void chunk(struct model_parser *p, json_t *root)
         model_set_int(&cached, json_object_get(u, "cachedContentTokenCount"));
         model_set_int(&cand_n, json_object_get(u, "candidatesTokenCount"));
         model_set_int(&thoughts, json_object_get(u, "thoughtsTokenCount"));
-        if (prompt >= 0)
-            c->input_tokens = cached > 0 && cached <= prompt ? prompt - cached : prompt;
-        if (cached >= 0)
-            c->cache_read_tokens = cached;
-        if (thoughts >= 0)
-            c->reasoning_tokens = thoughts;
-        if (cand_n >= 0 || thoughts >= 0)
-            c->output_tokens = (cand_n > 0 ? cand_n : 0) + (thoughts > 0 ? thoughts : 0);
+        usage(c, prompt, cached, cand_n, thoughts);
     }
+}
+
+/* An integer counter straight from the text: -1 when absent; false when not simple. */
+static bool fast_count(const char *data, const char *end, const char *key, int64_t *out)
+{
+    *out = -1;
+    const char *k = model_find(data, (size_t)(end - data), key);
+    if (!k)
+        return true;
+    const char *v = model_fast_value(k, end, key);
+    return v && model_fast_int(v, end, out);
+}
+
+/*
+ * Most chunks carry only text and the running usage: read the counters from
+ * the text (keys with raw quotes cannot come from inside a text part) and
+ * skip jansson. Chunks with calls, errors, the finish reason, or the first
+ * one (model and response id) take the full path. True when handled.
+ */
+static bool chunk_fast(struct model_parser *p, const char *data, size_t len)
+{
+    if (!p->call.model_answered || model_contains(data, len, "\"functionCall\"") ||
+        model_contains(data, len, "\"error\"") || model_contains(data, len, "\"finishReason\""))
+        return false;
+    const char *end = data + len;
+    /* the counters live in usageMetadata, after the text: search only from there */
+    const char *u = model_find(data, len, "\"usageMetadata\"");
+    if (u) {
+        int64_t prompt, cached, cand_n, thoughts;
+        if (!fast_count(u, end, "\"promptTokenCount\"", &prompt) ||
+            !fast_count(u, end, "\"cachedContentTokenCount\"", &cached) ||
+            !fast_count(u, end, "\"candidatesTokenCount\"", &cand_n) ||
+            !fast_count(u, end, "\"thoughtsTokenCount\"", &thoughts))
+            return false;
+        usage(&p->call, prompt, cached, cand_n, thoughts);
+    }
+    p->saw_response = true;
+    return true;
 }
 
 static void event(struct model_parser *p, const char *ev, size_t ev_len, const char *data,
@@ -142,6 +186,8 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
 {
     (void)ev;
     (void)ev_len;
+    if (chunk_fast(p, data, len))
+        return;
     json_t *root = model_parse_json(p, data, len);
     if (!root)
         return;

@@ -84,6 +84,7 @@ struct model_parser {
     size_t nresults, aresults;
     /* provider scratch */
     int64_t seq;
+    struct buf scratch; /* fast-path string unescaping */
 };
 
 /* A bounded copy of s[0..n) kept until destroy (cut at a UTF-8 boundary). NULL on failure. */
@@ -107,8 +108,25 @@ void model_add_result(struct model_parser *p, const char *id, bool is_error, con
 void model_set_error(struct model_parser *p, json_t *type, json_t *message);
 /* Parse an SSE event's data as JSON: NULL (and parse_error set) when it is not an object. */
 json_t *model_parse_json(struct model_parser *p, const char *data, size_t len);
+/* The first needle in s[0..n), or NULL. */
+const char *model_find(const char *s, size_t n, const char *needle);
 /* Does s[0..n) contain needle? */
 bool model_contains(const char *s, size_t n, const char *needle);
+/*
+ * Fast paths for the hot events (argument deltas, usage counters), used only
+ * where a raw-quoted key cannot come from inside a string value (strings in
+ * JSON escape their quotes). Each returns false when the input is not the
+ * simple shape expected; the caller then parses the event in full.
+ */
+/* The value after `"key"` (quoted_key includes the quotes) and its colon, from d[0..n). */
+const char *model_fast_key(const char *d, size_t n, const char *quoted_key);
+/* The value after the key at k (as model_find returned it), or NULL when no colon follows. */
+const char *model_fast_value(const char *k, const char *end, const char *quoted_key);
+/* A non-negative integer at v (before end). */
+bool model_fast_int(const char *v, const char *end, int64_t *out);
+/* The JSON string at v (before end), unescaped into the parser's scratch buffer. */
+bool model_fast_str(struct model_parser *p, const char *v, const char *end, const char **s,
+                    size_t *n);
 /* Is the event name e[0..n) equal to name? */
 bool model_event_is(const char *e, size_t n, const char *name);
 

@@ -283,6 +283,93 @@ static void responses_event(struct model_parser *p, json_t *root)
 
 /* ---- entry points ---- */
 
+/* Count the occurrences of needle in s[0..n), up to 2. */
+static int count2(const char *s, size_t n, const char *needle)
+{
+    const char *a = model_find(s, n, needle);
+    if (!a)
+        return 0;
+    size_t off = (size_t)(a - s) + 1;
+    return model_find(s + off, n - off, needle) ? 2 : 1;
+}
+
+/* A key that is absent or null in s[0..n) (a single occurrence checked). */
+static bool absent_or_null(const char *s, size_t n, const char *key)
+{
+    const char *k = model_find(s, n, key);
+    if (!k)
+        return true;
+    const char *v = model_fast_value(k, s + n, key);
+    return v && (size_t)(s + n - v) >= 4 && memcmp(v, "null", 4) == 0;
+}
+
+/*
+ * The hot chat chunks without jansson: text-only chunks (nothing kept) and
+ * chunks that only add argument text to one tool call. True when handled.
+ */
+static bool chat_fast(struct model_parser *p, const char *data, size_t len)
+{
+    if (!p->call.model_answered || model_contains(data, len, "\"error\"") ||
+        !absent_or_null(data, len, "\"usage\"") || !absent_or_null(data, len, "\"finish_reason\""))
+        return false;
+    const char *tc = model_fast_key(data, len, "\"tool_calls\"");
+    if (!tc) {
+        p->saw_response = true;
+        return true;
+    }
+    size_t rest = len - (size_t)(tc - data);
+    if (model_contains(tc, rest, "\"name\"") || model_contains(tc, rest, "\"id\"") ||
+        count2(tc, rest, "\"arguments\"") != 1 || count2(tc, rest, "\"index\"") != 1)
+        return false;
+    const char *end = data + len, *v = model_fast_key(tc, rest, "\"index\"");
+    const char *a = model_fast_key(tc, rest, "\"arguments\"");
+    const char *s;
+    size_t n;
+    int64_t idx;
+    if (!v || !a || !model_fast_int(v, end, &idx) || !model_fast_str(p, a, end, &s, &n))
+        return false;
+    p->saw_response = true;
+    model_tool_args_append(p, model_tool(p, idx, true), s, n);
+    return true;
+}
+
+/* Is this Responses event `name`? The event line, or else the data's first "type". */
+static bool responses_is(const char *ev, size_t ev_len, const char *data, size_t len,
+                         const char *name)
+{
+    if (ev_len > 0)
+        return model_event_is(ev, ev_len, name);
+    const char *v = model_fast_key(data, len, "\"type\"");
+    size_t nl = strlen(name);
+    return v && (size_t)(data + len - v) > nl + 1 && v[0] == '"' && memcmp(v + 1, name, nl) == 0 &&
+           v[nl + 1] == '"';
+}
+
+/* The hot Responses events without jansson. True when handled. */
+static bool responses_fast(struct model_parser *p, const char *ev, size_t ev_len, const char *data,
+                           size_t len)
+{
+    if (responses_is(ev, ev_len, data, len, "response.output_text.delta") ||
+        responses_is(ev, ev_len, data, len, "response.reasoning_summary_text.delta") ||
+        responses_is(ev, ev_len, data, len, "response.reasoning_text.delta")) {
+        p->saw_response = true; /* text: nothing the record keeps */
+        return true;
+    }
+    if (!responses_is(ev, ev_len, data, len, "response.function_call_arguments.delta") &&
+        !responses_is(ev, ev_len, data, len, "response.custom_tool_call_input.delta"))
+        return false;
+    const char *end = data + len, *v = model_fast_key(data, len, "\"output_index\"");
+    const char *d = model_fast_key(data, len, "\"delta\"");
+    const char *s;
+    size_t n;
+    int64_t idx;
+    if (!v || !d || !model_fast_int(v, end, &idx) || !model_fast_str(p, d, end, &s, &n))
+        return false;
+    p->saw_response = true;
+    model_tool_args_append(p, model_tool(p, idx, false), s, n);
+    return true;
+}
+
 static void event(struct model_parser *p, const char *ev, size_t ev_len, const char *data,
                   size_t len)
 {
@@ -292,9 +379,9 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
             p->saw_response = true;
             return;
         }
-    } else if (model_event_is(ev, ev_len, "response.output_text.delta") ||
-               model_event_is(ev, ev_len, "response.reasoning_summary_text.delta")) {
-        p->saw_response = true; /* text: nothing the record keeps */
+        if (chat_fast(p, data, len))
+            return;
+    } else if (responses_fast(p, ev, ev_len, data, len)) {
         return;
     }
     json_t *root = model_parse_json(p, data, len);

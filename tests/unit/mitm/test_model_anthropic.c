@@ -226,6 +226,50 @@ static void test_anthropic_http_error(void **state)
     free(r);
 }
 
+static void test_anthropic_stream_escapes_in_arguments(void **state)
+{
+    (void)state;
+    /* escapes in argument pieces decode the same as a JSON parser would: \\u with surrogate
+     * pairs, control escapes, an escape split between two pieces' values is not possible
+     * (each piece is a whole JSON string), but a UTF-8 character split across pieces is */
+    const char *body =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\"}}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"tool_use\",\"id\":\"t\",\"name\":\"W\",\"input\":{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"{\\\"c\\\": \\\"caf\\u00e9 \\ud83d\\ude00 \"}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"tab\\there\\\\n\\/ \\u20ac\\\"}\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    struct mt_exchange x = stream_exchange(body);
+    char *r = mt_run_all_splits(&x);
+    assert_has(r, "call t W {\"c\": \"caf\xc3\xa9 \xf0\x9f\x98\x80 tab\there\\n/ "
+                  "\xe2\x82\xac\"}\n");
+    assert_has(r, "pe=0");
+    free(r);
+    /* a lone surrogate is not valid JSON: that piece is lost and the result marked */
+    const char *bad =
+        "event: message_start\n"
+        "data: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"x\"}}\n\n"
+        "event: content_block_start\n"
+        "data: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":"
+        "\"tool_use\",\"id\":\"t\",\"name\":\"W\",\"input\":{}}}\n\n"
+        "event: content_block_delta\n"
+        "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+        "\"input_json_delta\",\"partial_json\":\"\\ud83d{\"}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    x = stream_exchange(bad);
+    r = mt_run_all_splits(&x);
+    assert_has(r, "call t W {}\n");
+    assert_has(r, "pe=1");
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +279,7 @@ int main(void)
         cmocka_unit_test(test_anthropic_stream_cut_short),
         cmocka_unit_test(test_anthropic_json_response),
         cmocka_unit_test(test_anthropic_http_error),
+        cmocka_unit_test(test_anthropic_stream_escapes_in_arguments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
