@@ -61,6 +61,9 @@ static const char usage_text[] =
     "                       kept after the run\n"
     "  --no-net             no network for the guest (by default a Debian-root guest reaches\n"
     "                       the outside through the host's policy proxy: docs/policy.md)\n"
+    "  --scratch SIZE       a writable disk of SIZE (e.g. 4G; sparse, ext4) in the session\n"
+    "                       directory for the root's writable layer instead of RAM;\n"
+    "                       needs a root image; removed after the run\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -117,7 +120,8 @@ enum opt_id {
     OPT_APPEND,
     OPT_ROOTFS,
     OPT_WORKSPACE,
-    OPT_NAME
+    OPT_NAME,
+    OPT_SCRATCH
 };
 
 static const struct {
@@ -136,6 +140,7 @@ static const struct {
     {"--rootfs", OPT_ROOTFS},
     {"--workspace", OPT_WORKSPACE},
     {"--name", OPT_NAME},
+    {"--scratch", OPT_SCRATCH},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -200,6 +205,11 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
         }
         o->rootfs = v;
         return 0;
+    case OPT_SCRATCH:
+        if (session_size_parse(v, &o->scratch_bytes) == 0)
+            return 0;
+        snprintf(err, errlen, "%s '%.80s': expected a size from 64M to 4T, such as 4G", name, v);
+        return -EINVAL;
     case OPT_NAME:
         if (!session_name_ok(v)) {
             snprintf(err, errlen,
@@ -669,6 +679,7 @@ int cli_run_paths(const struct cli_run_opts *o, struct cli_paths *p)
     ok &= join_path(p->run_base, sizeof(p->run_base), p->home, "/run");
     p->session_id[0] = p->hostname[0] = p->session_dir[0] = p->workspace[0] = '\0';
     p->session_created = false;
+    p->scratch[0] = '\0';
     if (!ok) {
         fprintf(stderr, "capsem: a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM, --kernel, "
                         "--initrd or --rootfs) is too long\n");
@@ -714,6 +725,11 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
     char err[1200];
     char cache[4200];
     settle_rootfs(p);
+    if (o->scratch_bytes && !p->rootfs[0]) {
+        fprintf(stderr, "capsem: --scratch holds the root filesystem's writable layer: it needs "
+                        "a root image (the built Debian image, or --rootfs IMG)\n");
+        return -EINVAL;
+    }
     if (o->unverified_assets) {
         LOG_WARN("event=assets_not_verified reason=--unverified-assets");
     } else {
@@ -757,22 +773,45 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
         memcpy(p->hostname, "capsem-", 7);
         memcpy(p->hostname + 7, p->session_id, SESSION_ID_HEX + 1);
     }
-    if (o->workspace) {
+    /* The session directory holds the session's workspace and the scratch disk. */
+    if (!o->workspace || o->scratch_bytes) {
+        bool created = false;
+        char ws[4096];
+        rc = session_dir_make(p->home, p->session_id, p->session_dir, sizeof(p->session_dir), ws,
+                              sizeof(ws), &created, err, sizeof(err));
+        if (rc) {
+            fprintf(stderr, "capsem: %s\n", err);
+            return rc;
+        }
+        p->session_created = created;
+        if (!o->workspace) {
+            memcpy(p->workspace, ws, sizeof(ws));
+            if (created)
+                fprintf(stderr, "capsem: session %s: workspace %s (kept after the run)\n",
+                        p->session_id, p->workspace);
+        }
+    }
+    if (o->workspace)
         snprintf(p->workspace, sizeof(p->workspace), "%s", o->workspace);
-        return 0;
+    if (o->scratch_bytes) {
+        char path[4200];
+        snprintf(path, sizeof(path), "%s/scratch.img", p->session_dir);
+        rc = session_scratch_make(path, o->scratch_bytes, "mkfs.ext4", err, sizeof(err));
+        if (rc) {
+            fprintf(stderr, "capsem: scratch disk: %s\n", err);
+            cli_session_abandon(p);
+            return rc;
+        }
+        memcpy(p->scratch, path, sizeof(p->scratch));
     }
-    bool created = false;
-    rc = session_dir_make(p->home, p->session_id, p->session_dir, sizeof(p->session_dir),
-                          p->workspace, sizeof(p->workspace), &created, err, sizeof(err));
-    if (rc) {
-        fprintf(stderr, "capsem: %s\n", err);
-        return rc;
-    }
-    p->session_created = created;
-    if (created)
-        fprintf(stderr, "capsem: session %s: workspace %s (kept after the run)\n", p->session_id,
-                p->workspace);
     return 0;
+}
+
+void cli_scratch_remove(struct cli_paths *p)
+{
+    if (p->scratch[0] && unlink(p->scratch) < 0 && errno != ENOENT)
+        LOG_WARN("event=scratch_remove path=%s errno=%d", p->scratch, errno);
+    p->scratch[0] = '\0';
 }
 
 void cli_session_abandon(const struct cli_paths *p)
@@ -847,6 +886,7 @@ void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
         .workspace = p->workspace[0] ? p->workspace : NULL,
         .rootfs = p->rootfs[0] ? p->rootfs : NULL,
         .hostname = p->hostname[0] ? p->hostname : NULL,
+        .scratch = p->scratch[0] ? p->scratch : NULL,
         .mem_mib = o->mem_mib,
         .cpus = o->cpus,
         .run_base = p->run_base,
@@ -958,6 +998,7 @@ int cli_run_main(int argc, char **argv)
 out:
     vm_runner_destroy(r.runner);
     cli_net_stop(&paths);
+    cli_scratch_remove(&paths);
     if (r.stdin_watched)
         loop_del(r.loop, r.stdin_fd);
     if (r.always_fd >= 0)

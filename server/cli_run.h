@@ -39,7 +39,8 @@ struct cli_run_opts {
     const char *append; /* hidden debug option: extra kernel command line */
     /* --workspace DIR: shared at /root over virtio-fs; NULL = the session's own workspace */
     const char *workspace;
-    const char *name; /* --name NAME: session id and host name; NULL = random */
+    const char *name;                 /* --name NAME: session id and host name; NULL = random */
+    unsigned long long scratch_bytes; /* --scratch SIZE: scratch disk size; 0 = none */
     bool keep_logs;
     bool no_net;            /* --no-net: the guest gets no network at all */
     bool unverified_assets; /* hidden test option: boot assets whose hash was not recorded */
@@ -76,6 +77,7 @@ struct cli_paths {
     char session_dir[4096]; /* "" when the run needs none (--workspace given) */
     char workspace[4096];   /* shared at /root */
     bool session_created;   /* this run made session_dir */
+    char scratch[4096];     /* the scratch disk made for this run, or "" */
     /* Filled by cli_net_start(): */
     struct netsvc *net; /* the session's network services, or NULL when the guest has none */
     char append[2048];  /* kernel command line: the network's settings and --append */
@@ -96,11 +98,15 @@ __attribute__((warn_unused_result)) int cli_run_paths(const struct cli_run_opts 
  * initramfs and root image against the recorded ones (cached in
  * $CAPSEM_HOME/integrity-cache.json), then pick the session id and host
  * name and make the session directory with its workspace unless
- * --workspace was given (its path printed once on stderr when new).
+ * --workspace was given (its path printed once on stderr when new), and
+ * with --scratch the scratch disk in it (p->scratch; needs a root image).
  * 0, or -errno with one `capsem: ...` line printed (the caller exits 125).
  */
 __attribute__((warn_unused_result)) int cli_session_prepare(const struct cli_run_opts *o,
                                                             struct cli_paths *p);
+
+/* Remove the scratch disk this run made (if any); at the end of every run. */
+void cli_scratch_remove(struct cli_paths *p);
 
 /*
  * The VM could not be started: remove the session directory again when this

@@ -44,7 +44,8 @@ static const char usage_text[] =
     "Exits with the shell's status.\n"
     "\n"
     "options: as for `capsem run` (--mem, --cpus, --timeout, --boot-timeout, -e K=V,\n"
-    "--kernel, --initrd, --rootfs, --name, --workspace, --keep); see capsem run --help.\n";
+    "--kernel, --initrd, --rootfs, --name, --workspace, --scratch, --keep, --no-net);\n"
+    "see capsem run --help.\n";
 
 /* Default program: the guest's bash as a login shell when present, else sh. */
 static char *default_cmd[] = {
@@ -514,6 +515,7 @@ int cli_shell_main(int argc, char **argv)
 out:
     vm_runner_destroy(s.runner);
     cli_net_stop(&paths);
+    cli_scratch_remove(&paths);
     raw_restore(&s);
     if (s.stdin_watched)
         loop_del(s.loop, STDIN_FILENO);

@@ -236,6 +236,15 @@ static void test_cli_run_parse_name_and_rootfs(void **state)
     }
     char *e[] = {"run", "--rootfs=", "--", "true"};
     expect_error(ARGC(e), e, "--rootfs: expected an image file or 'none'");
+    char *f[] = {"run", "--scratch", "4G", "--", "true"};
+    assert_int_equal(cli_run_parse(ARGC(f), f, &o, err, sizeof(err)), 0);
+    assert_true(o.scratch_bytes == 4ull << 30);
+    cli_run_opts_fini(&o);
+    const char *bad_sizes[] = {"", "4X", "-4G", "1K", "63M", "5T", "lots"};
+    for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
+        char *g[] = {"run", "--scratch", (char *)bad_sizes[i], "--", "true"};
+        expect_error(ARGC(g), g, "--scratch");
+    }
 }
 
 static void test_cli_run_parse_option_without_value(void **state)
@@ -712,8 +721,8 @@ static void test_cli_run_main_default_rootfs(void **state)
     mkdir(home, 0700);
     mkdir(assets, 0700);
     setenv("CAPSEM_ASSETS", assets, 1);
-    char *argv[] = {"run",    "--kernel",    self_exe, "--initrd", self_exe,
-                    "--keep", "--workspace", "/tmp",   "--",       "true"};
+    char *argv[] = {"run",         "--kernel", self_exe,   "--initrd", self_exe, "--keep",
+                    "--workspace", "/tmp",     "--no-net", "--",       "true"};
     struct cli_result r;
     /* No rootfs hash built in: the initramfs alone, with a note saying so. */
     run_cli(ARGC(argv), argv, "ok", NULL, 0, &r);
@@ -740,8 +749,8 @@ static void test_cli_run_main_default_rootfs(void **state)
     json_decref(cfg);
     rm_in_home("run");
     /* --rootfs none: no disk and no note. */
-    char *none[] = {"run",         "--kernel", self_exe,   "--initrd", self_exe, "--keep",
-                    "--workspace", "/tmp",     "--rootfs", "none",     "--",     "true"};
+    char *none[] = {"run",  "--kernel", self_exe, "--initrd", self_exe, "--keep", "--workspace",
+                    "/tmp", "--rootfs", "none",   "--no-net", "--",     "true"};
     run_cli(ARGC(none), none, "ok", NULL, 0, &r);
     assert_int_equal(r.status, 7);
     assert_string_equal(r.err, "");
@@ -764,6 +773,57 @@ static void test_cli_run_main_default_rootfs(void **state)
     integrity_set_built(saved);
     unsetenv("CAPSEM_ASSETS");
     rm_in_home("assets");
+}
+
+static void test_cli_run_main_scratch_disk(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    /* Without a root image there is no overlay to put on it: refused, nothing made. */
+    char *none[] = {"run",  "--kernel",  self_exe, "--initrd", self_exe, "--rootfs",
+                    "none", "--scratch", "64M",    "--",       "true"};
+    struct cli_result r;
+    run_cli(ARGC(none), none, "ok", NULL, 0, &r);
+    assert_int_equal(r.status, CAPSEM_EXIT_FAILED);
+    assert_non_null(strstr(r.err, "capsem: --scratch holds the root filesystem's writable layer"));
+    if (count_sessions() != 0) {
+        char cmd[400];
+        snprintf(cmd, sizeof(cmd), "ls -la %s/sessions >&2", home);
+        (void)!system(cmd);
+    }
+    assert_int_equal(count_sessions(), 0);
+    if (access("/usr/sbin/mkfs.ext4", X_OK) != 0 && access("/sbin/mkfs.ext4", X_OK) != 0)
+        skip();
+    /* With a root: the second disk, read-write, and init told where it is. */
+    const struct integrity_built *saved = integrity_get_built();
+    struct integrity_built b = *saved;
+    b.rootfs = saved->kernel;
+    integrity_set_built(&b);
+    char *argv[] = {"run",      "--kernel",  self_exe, "--initrd", self_exe,
+                    "--rootfs", self_exe,    "--name", "scr",      "--keep",
+                    "--no-net", "--scratch", "64M",    "--",       "true"};
+    run_cli(ARGC(argv), argv, "ok", NULL, 0, &r);
+    integrity_set_built(saved);
+    assert_int_equal(r.status, 7);
+    json_t *cfg = kept_vmm_config();
+    json_t *disks = json_object_get(cfg, "disks");
+    assert_int_equal(json_array_size(disks), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(disks, 0), "path")),
+                        self_exe);
+    char want[600];
+    snprintf(want, sizeof(want), "%s/sessions/scr/scratch.img", home);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(disks, 1), "path")), want);
+    assert_true(json_is_false(json_object_get(json_array_get(disks, 1), "read_only")));
+    const char *line = json_string_value(json_object_get(cfg, "cmdline"));
+    assert_non_null(strstr(line, "capsem.root=/dev/vda"));
+    assert_non_null(strstr(line, "capsem.scratch=/dev/vdb"));
+    json_decref(cfg);
+    /* Scratch is scratch: gone after the run; the session stays. */
+    assert_int_equal(access(want, F_OK), -1);
+    assert_int_equal(count_sessions(), 1);
+    rm_in_home("run");
+    rm_in_home("sessions");
 }
 
 int main(int argc, char **argv)
@@ -814,6 +874,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cli_run_main_tampered_kernel_refused),
         cmocka_unit_test(test_cli_run_main_rootfs_without_hash_refused),
         cmocka_unit_test(test_cli_run_main_default_rootfs),
+        cmocka_unit_test(test_cli_run_main_scratch_disk),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char run[300];
