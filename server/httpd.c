@@ -626,6 +626,10 @@ static void *sniffer_main(void *arg)
                 continue;
             if (p->deadline_ms <= now) {
                 LOG_DEBUG("event=sniff_timeout");
+                /* Consume what a slow client sent so close sends FIN, not RST. */
+                char sink[HTTPD_HEAD_MAX];
+                while (recv(p->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0)
+                    ;
                 pending_close(h, p);
             } else if (p->deadline_ms < next) {
                 next = p->deadline_ms;
