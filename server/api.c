@@ -120,8 +120,7 @@ void api_count_ws(struct api *api, int delta)
     atomic_fetch_add(&api->ws_open, delta);
 }
 
-/* `path` matches `pattern`, where "{x}" matches one non-empty segment. */
-static bool path_match(const char *pattern, const char *path)
+bool api_path_match(const char *pattern, const char *path)
 {
     const char *p = pattern, *s = path;
     while (*p && *s) {
@@ -165,7 +164,7 @@ const struct api_route *api_gate(struct api *api, const struct api_req *req, str
         return NULL;
     }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        if (!path_match(routes[i].pattern, req->path))
+        if (!api_path_match(routes[i].pattern, req->path))
             continue;
         path_known = true;
         if (!strcmp(routes[i].method, req->method) ||

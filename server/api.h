@@ -80,6 +80,9 @@ __attribute__((warn_unused_result)) int api_create(const struct api_opts *o, str
 /* NULL is fine. */
 void api_destroy(struct api *api);
 
+/* True when `path` matches `pattern`, where "{name}" matches one non-empty segment. */
+bool api_path_match(const char *pattern, const char *path);
+
 /* The route table and its length. */
 const struct api_route *api_routes(size_t *count);
 
