@@ -299,13 +299,17 @@ static int send_simple(struct pconn *pc, struct exch *x, int status, const char 
 
 /* ---- connection set-up ---- */
 
-/* Read exactly len bytes of the header (never past it: what follows is the guest's). */
+/*
+ * Read exactly len bytes of the header (never past it: what follows is the
+ * guest's). The guest's relay sends the header at once, so the short connect
+ * timeout bounds it.
+ */
 static int read_exact(struct pconn *pc, uint8_t *buf, size_t len)
 {
     struct mitm_io raw = {.fd = pc->fd, .ssl = NULL};
     size_t got = 0;
     while (got < len) {
-        ssize_t n = mitm_io_read(&raw, buf + got, len - got, pc->p->idle_timeout_ms);
+        ssize_t n = mitm_io_read(&raw, buf + got, len - got, pc->p->connect_timeout_ms);
         if (n == 0)
             return -ECONNRESET;
         if (n < 0)
