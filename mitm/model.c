@@ -167,7 +167,6 @@ const char *model_keep(struct model_parser *p, const char *s, size_t n, size_t m
         /* do not cut a UTF-8 sequence: back up over continuation bytes */
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
             n--;
-        p->call.truncated = true;
     }
     if (p->arena_bytes + n + 1 > MODEL_ARENA_MAX) {
         p->call.truncated = true;
@@ -236,8 +235,8 @@ const char *model_keep_json(struct model_parser *p, json_t *v, size_t max)
         return NULL;
     json_dump_callback(v, dump_cb, &d, JSON_COMPACT | JSON_ENCODE_ANY);
     const char *k = model_keep(p, d.p, d.len, max);
-    if (d.cut)
-        p->call.truncated = true;
+    if (d.cut && max >= MODEL_ARGS_MAX)
+        p->call.truncated = true; /* tool arguments cut, not just a preview */
     free(d.p);
     return k;
 }

@@ -87,7 +87,10 @@ struct model_parser {
     struct buf scratch; /* fast-path string unescaping */
 };
 
-/* A bounded copy of s[0..n) kept until destroy (cut at a UTF-8 boundary). NULL on failure. */
+/*
+ * A bounded copy of s[0..n) kept until destroy (cut at a UTF-8 boundary; a cut
+ * preview does not mark the call truncated). NULL on failure.
+ */
 const char *model_keep(struct model_parser *p, const char *s, size_t n, size_t max);
 /* *field = bounded copy of v when v is a JSON string. */
 void model_set_str(struct model_parser *p, const char **field, json_t *v, size_t max);

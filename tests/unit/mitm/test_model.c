@@ -272,6 +272,31 @@ static void test_model_parser_no_response(void **state)
     model_parser_destroy(NULL);
 }
 
+static void test_model_parser_long_previews(void **state)
+{
+    (void)state;
+    /* a long system prompt and tool result: previews are cut at 512 bytes on a UTF-8
+     * boundary, and that alone does not mark the call truncated */
+    size_t n = 3000;
+    char *req = malloc(n + 512);
+    size_t l = (size_t)snprintf(req, n + 512, "{\"model\":\"m\",\"system\":\"a");
+    for (size_t i = 0; i < 1000; i++)
+        l += (size_t)snprintf(req + l, n + 512 - l, "\xc3\xa9");
+    snprintf(req + l, n + 512 - l, "\",\"messages\":[]}");
+    struct model_route r;
+    assert_true(model_detect(NULL, "api.anthropic.com", "POST", "/v1/messages", 12, &r));
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+    model_parser_request(p, (const uint8_t *)req, strlen(req));
+    struct model_call *c = model_parser_finish(p, false, 1);
+    assert_non_null(c->system_preview);
+    assert_int_equal(strlen(c->system_preview), 511); /* not in the middle of an é */
+    assert_false(c->truncated);
+    assert_false(c->parse_error);
+    model_parser_destroy(p);
+    free(req);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -282,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_model_parser_request_bad),
         cmocka_unit_test(test_model_parser_oversized_event),
         cmocka_unit_test(test_model_parser_no_response),
+        cmocka_unit_test(test_model_parser_long_previews),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
