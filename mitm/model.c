@@ -310,19 +310,24 @@ void model_tool_args_append(struct model_parser *p, struct model_tool *t, const 
 {
     if (!t || n == 0)
         return;
-    if (buf_append(&t->args, s, n) != 0) {
-        size_t room = t->args.cap - t->args.len;
-        if (room > 0 && buf_append(&t->args, s, room < n ? room : n) == 0)
-            p->call.truncated = true;
-        else
-            p->call.truncated = true;
-    }
+    size_t room = t->args.cap - t->args.len;
+    size_t total_room = MODEL_ARGS_TOTAL_MAX - p->args_total;
+    if (room > total_room)
+        room = total_room;
+    size_t take = n < room ? n : room;
+    if (take < n)
+        p->call.truncated = true;
+    if (take > 0 && buf_append(&t->args, s, take) == 0)
+        p->args_total += take;
+    else if (take > 0)
+        p->call.truncated = true;
 }
 
 void model_tool_args_set(struct model_parser *p, struct model_tool *t, const char *s, size_t n)
 {
     if (!t)
         return;
+    p->args_total -= t->args.len;
     t->args.len = 0;
     model_tool_args_append(p, t, s, n);
 }

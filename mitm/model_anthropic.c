@@ -138,7 +138,7 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
             struct model_tool *t = model_tool(p, idx, false);
             if (t) {
                 if (!t->streamed)
-                    t->args.len = 0;
+                    model_tool_args_set(p, t, NULL, 0);
                 t->streamed = true;
                 model_tool_args_append(p, t, s, n);
             }
@@ -176,7 +176,7 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
         struct model_tool *t = model_tool(p, block_index(root), false);
         if (t && json_is_string(pj)) {
             if (!t->streamed)
-                t->args.len = 0;
+                model_tool_args_set(p, t, NULL, 0);
             t->streamed = true;
             model_tool_args_append(p, t, json_string_value(pj), json_string_length(pj));
         }

@@ -14,12 +14,13 @@
 
 #include <jansson.h>
 
-#define MODEL_ARGS_MAX (256u << 10) /* arguments kept per tool call */
-#define MODEL_TOOLS_MAX 512         /* tool calls kept per response */
-#define MODEL_RESULTS_MAX 512       /* tool results kept per request */
-#define MODEL_PREVIEW_MAX 512       /* tool result and system prompt previews */
-#define MODEL_TEXT_MAX 1024         /* error messages */
-#define MODEL_ARENA_MAX (16u << 20) /* all result strings of one call */
+#define MODEL_ARGS_MAX (256u << 10)     /* arguments kept per tool call */
+#define MODEL_ARGS_TOTAL_MAX (4u << 20) /* arguments kept for all tool calls of a response */
+#define MODEL_TOOLS_MAX 512             /* tool calls kept per response */
+#define MODEL_RESULTS_MAX 512           /* tool results kept per request */
+#define MODEL_PREVIEW_MAX 512           /* tool result and system prompt previews */
+#define MODEL_TEXT_MAX 1024             /* error messages */
+#define MODEL_ARENA_MAX (16u << 20)     /* all result strings of one call */
 
 /* A tool call being assembled from a response. */
 struct model_tool {
@@ -79,6 +80,7 @@ struct model_parser {
     /* tool calls and results */
     struct model_tool *tools;
     size_t ntools, atools;
+    size_t args_total; /* bytes held in all tools' args */
     struct model_tool_call *calls_out;
     struct model_tool_result *results;
     size_t nresults, aresults;

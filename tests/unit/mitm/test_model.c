@@ -297,6 +297,47 @@ static void test_model_parser_long_previews(void **state)
     free(req);
 }
 
+static void test_model_parser_argument_caps(void **state)
+{
+    (void)state;
+    /* 20 tool calls of 300 KiB arguments each: each is cut at 256 KiB, all of them
+     * together at 4 MiB, and the call is marked truncated */
+    size_t one = 300u << 10, cap = 20 * (one + 128) + 256;
+    char *body = malloc(cap);
+    size_t l = (size_t)snprintf(body, cap, "{\"id\":\"m\",\"model\":\"x\",\"content\":[");
+    for (int i = 0; i < 20; i++) {
+        l += (size_t)snprintf(body + l, cap - l,
+                              "%s{\"type\":\"tool_use\",\"id\":\"t%d\",\"name\":\"W\","
+                              "\"input\":{\"s\":\"",
+                              i ? "," : "", i);
+        memset(body + l, 'x', one);
+        l += one;
+        l += (size_t)snprintf(body + l, cap - l, "\"}}");
+    }
+    l += (size_t)snprintf(body + l, cap - l, "],\"stop_reason\":\"tool_use\"}");
+    struct model_route r;
+    assert_true(model_detect(NULL, "api.anthropic.com", "POST", "/v1/messages", 12, &r));
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+    model_parser_response_head(p, 200, "application/json", 16, NULL, 0);
+    model_parser_response(p, (const uint8_t *)body, l, 1);
+    struct model_call *c = model_parser_finish(p, true, 2);
+    assert_int_equal(c->n_tool_calls, 20);
+    assert_true(c->truncated);
+    assert_false(c->parse_error);
+    size_t total = 0;
+    for (size_t i = 0; i < c->n_tool_calls; i++) {
+        size_t al = c->tool_calls[i].arguments ? strlen(c->tool_calls[i].arguments) : 0;
+        assert_true(al <= (256u << 10));
+        total += al;
+    }
+    assert_true(total <= (4u << 20));
+    assert_true(total >= (4u << 20) - (256u << 10));
+    assert_int_equal(strlen(c->tool_calls[0].arguments), 256u << 10);
+    model_parser_destroy(p);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -308,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_model_parser_oversized_event),
         cmocka_unit_test(test_model_parser_no_response),
         cmocka_unit_test(test_model_parser_long_previews),
+        cmocka_unit_test(test_model_parser_argument_caps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
