@@ -28,7 +28,7 @@ int mitm_io_wait(int fd, short events, int timeout_ms)
 
 bool mitm_io_pending(const struct mitm_io *io)
 {
-    return io->ssl && SSL_has_pending(io->ssl);
+    return io->ssl && (SSL_pending(io->ssl) > 0 || (!io->starved && SSL_has_pending(io->ssl)));
 }
 
 const char *mitm_io_tls_error(char *buf, size_t len)
@@ -63,9 +63,12 @@ ssize_t mitm_io_read(struct mitm_io *io, void *buf, size_t len, int timeout_ms)
         if (io->ssl) {
             size_t n = 0;
             ERR_clear_error();
-            if (SSL_read_ex(io->ssl, buf, len, &n) == 1)
+            if (SSL_read_ex(io->ssl, buf, len, &n) == 1) {
+                io->starved = false;
                 return (ssize_t)n;
+            }
             int e = SSL_get_error(io->ssl, 0);
+            io->starved = e == SSL_ERROR_WANT_READ;
             if (e == SSL_ERROR_ZERO_RETURN)
                 return 0;
             want = ssl_wants(e);

@@ -14,8 +14,9 @@
 #include <sys/types.h>
 
 struct mitm_io {
-    int fd;   /* non-blocking socket, borrowed */
-    SSL *ssl; /* TLS on fd, or NULL for plain bytes; borrowed */
+    int fd;       /* non-blocking socket, borrowed */
+    SSL *ssl;     /* TLS on fd, or NULL for plain bytes; borrowed */
+    bool starved; /* private: the last TLS read found only part of a record */
 };
 
 /*
@@ -34,7 +35,12 @@ ssize_t mitm_io_read(struct mitm_io *io, void *buf, size_t len, int timeout_ms);
 __attribute__((warn_unused_result)) int mitm_io_write(struct mitm_io *io, const void *buf,
                                                       size_t len, int timeout_ms);
 
-/* True when TLS has decrypted bytes buffered, so a read will not wait for the socket. */
+/*
+ * True when TLS holds bytes a read can use without the socket: decrypted
+ * data, or buffered records not yet tried. Bytes of an incomplete record do
+ * not count once a read has found them incomplete (the socket must bring the
+ * rest), so a poll loop never spins on them.
+ */
 bool mitm_io_pending(const struct mitm_io *io);
 
 /*

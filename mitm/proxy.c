@@ -671,8 +671,12 @@ static void tunnel(struct pconn *pc, struct upstream_conn *up, struct exch *x)
 }
 
 /* Write the rewritten final response head; sets *close_guest. */
-static int send_response_head(struct pconn *pc, const struct http_head *resp,
-                              const struct reqinfo *ri, bool close_guest)
+/*
+ * The rewritten response head in pc->wbuf; returns its length or -EMSGSIZE.
+ * Sent by the caller, together with the first body bytes when they fit.
+ */
+static long build_response_head(struct pconn *pc, const struct http_head *resp,
+                                const struct reqinfo *ri, bool close_guest)
 {
     size_t len = 0;
     char line[600];
@@ -691,7 +695,24 @@ static int send_response_head(struct pconn *pc, const struct http_head *resp,
     ok = ok && wputs(pc->wbuf, &len, "\r\n");
     if (!ok)
         return -EMSGSIZE;
-    return mitm_io_write(&pc->g, pc->wbuf, len, pc->p->idle_timeout_ms);
+    return (long)len;
+}
+
+/*
+ * Write pc->wbuf[0..hlen) and then p[0..len) to io: as one write when they
+ * fit in wbuf together (one TLS record and one wake-up for a small message
+ * instead of two), else one after the other.
+ */
+static int write_head_and(struct pconn *pc, struct mitm_io *io, size_t hlen, const uint8_t *p,
+                          size_t len)
+{
+    int idle = pc->p->idle_timeout_ms;
+    if (len <= WBUF_CAP - hlen) {
+        memcpy(pc->wbuf + hlen, p, len);
+        return mitm_io_write(io, pc->wbuf, hlen + len, idle);
+    }
+    int r = mitm_io_write(io, pc->wbuf, hlen, idle);
+    return r < 0 ? r : mitm_io_write(io, p, len, idle);
 }
 
 /*
@@ -712,28 +733,26 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
     bool extra = false; /* the upstream sent bytes past the response */
     struct http_str mstr = {x->method, strlen(x->method)};
 
-    if (mitm_io_write(&up->io, pc->wbuf, hlen, idle) < 0) {
+    /* The head, with whatever of the body came in with it. */
+    http_body_init(&x->reqb, ri->kind, ri->content_length);
+    long m0 = 0;
+    if (!body_done(&x->reqb) && pc->glen) {
+        m0 = http_body_feed(&x->reqb, pc->gbuf, pc->glen, req_data, x);
+        if (m0 < 0) {
+            model_flush(x);
+            set_error(x, "bad chunked request body");
+            goto bad_request;
+        }
+    }
+    int w0 = write_head_and(pc, &up->io, hlen, pc->gbuf, (size_t)m0);
+    model_flush(x);
+    if (w0 < 0) {
         if (up->reused && ri->kind == HTTP_BODY_NONE)
             return XR_RETRY;
         set_error(x, "upstream %s:%u: connection lost while sending the request", x->host, x->port);
         goto fail;
     }
-    http_body_init(&x->reqb, ri->kind, ri->content_length);
-    if (!body_done(&x->reqb) && pc->glen) {
-        long m = http_body_feed(&x->reqb, pc->gbuf, pc->glen, req_data, x);
-        int w = m >= 0 ? mitm_io_write(&up->io, pc->gbuf, (size_t)m, idle) : 0;
-        model_flush(x);
-        if (m < 0) {
-            set_error(x, "bad chunked request body");
-            goto bad_request;
-        }
-        if (w < 0) {
-            set_error(x, "upstream %s:%u: connection lost while sending the request", x->host,
-                      x->port);
-            goto fail;
-        }
-        gbuf_consume(pc, (size_t)m);
-    }
+    gbuf_consume(pc, (size_t)m0);
     pc->ulen = 0;
 
     while (!(body_done(&x->reqb) && rs == R_DONE)) {
@@ -856,10 +875,14 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                                       x->port);
                             goto fail;
                         }
-                        if (send_response_head(pc, &resp, ri, false) < 0 ||
-                            (pc->ulen > (size_t)hl &&
-                             mitm_io_write(&pc->g, pc->ubuf + hl, pc->ulen - (size_t)hl, idle) <
-                                 0)) {
+                        long rh = build_response_head(pc, &resp, ri, false);
+                        if (rh < 0) {
+                            set_error(x, "upstream %s:%u: response head too large", x->host,
+                                      x->port);
+                            goto fail;
+                        }
+                        if (write_head_and(pc, &pc->g, (size_t)rh, pc->ubuf + hl,
+                                           pc->ulen - (size_t)hl) < 0) {
                             set_error(x, "guest closed the connection");
                             return XR_GUEST_ERROR;
                         }
@@ -878,11 +901,11 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                     resp_keep = resp.keep_alive;
                     if (k == HTTP_BODY_CLOSE)
                         close_guest = true;
-                    if (send_response_head(pc, &resp, ri, close_guest) < 0) {
-                        set_error(x, "guest closed the connection");
-                        return XR_GUEST_ERROR;
+                    long rh = build_response_head(pc, &resp, ri, close_guest);
+                    if (rh < 0) {
+                        set_error(x, "upstream %s:%u: response head too large", x->host, x->port);
+                        goto fail;
                     }
-                    sent_to_guest = true;
                     if (x->mp) {
                         const struct http_header *ct = http_find_header(&resp, "content-type");
                         const struct http_header *ce = http_find_header(&resp, "content-encoding");
@@ -890,26 +913,28 @@ static enum xresult exchange(struct pconn *pc, struct upstream_conn *up, const s
                                                    ct ? ct->value.len : 0, ce ? ce->value.p : NULL,
                                                    ce ? ce->value.len : 0);
                     }
+                    /* The head goes out with whatever of the body came in with it. */
                     http_body_init(&x->respb, k, resp.content_length);
                     size_t rest = pc->ulen - (size_t)hl;
+                    long m = 0;
                     if (rest && !body_done(&x->respb)) {
-                        long m = http_body_feed(&x->respb, pc->ubuf + hl, rest, resp_data, x);
-                        int w = m >= 0 ? mitm_io_write(&pc->g, pc->ubuf + hl, (size_t)m, idle) : 0;
-                        model_flush(x);
+                        m = http_body_feed(&x->respb, pc->ubuf + hl, rest, resp_data, x);
                         if (m < 0) {
+                            model_flush(x);
                             set_error(x, "upstream %s:%u: bad chunked response body", x->host,
                                       x->port);
                             goto fail;
                         }
-                        if (w < 0) {
-                            set_error(x, "guest closed the connection");
-                            return XR_GUEST_ERROR;
-                        }
-                        if ((size_t)m < rest)
-                            extra = true;
-                    } else if (rest) {
-                        extra = true;
                     }
+                    if ((size_t)m < rest)
+                        extra = true;
+                    int w = write_head_and(pc, &pc->g, (size_t)rh, pc->ubuf + hl, (size_t)m);
+                    model_flush(x);
+                    if (w < 0) {
+                        set_error(x, "guest closed the connection");
+                        return XR_GUEST_ERROR;
+                    }
+                    sent_to_guest = true;
                     pc->ulen = 0;
                     rs = body_done(&x->respb) ? R_DONE : R_BODY;
                     break;
