@@ -37,7 +37,7 @@ run: build
 	fi
 
 test: build asan
-	ctest --test-dir $(BUILD) --output-on-failure -j2
+	CAPSEM_KVM_REQUIRED=1 ctest --test-dir $(BUILD) --output-on-failure -j2
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure -j2 -L unit
 
 clean:
