@@ -1,0 +1,253 @@
+/*
+ * Unit tests for server/netsvc.c: a session's network services started from
+ * a temporary $CAPSEM_HOME, driven through the DNS port the way the guest's
+ * stub drives it: the policy in config.json decides, a rewritten config.json
+ * applies to the next query once the loop has seen the change, a bad one is
+ * refused and the previous policy stays, a bad file at start is refused with
+ * its name and JSON path, and every answer lands in session.db.
+ */
+#include "netsvc.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+
+#include <cmocka.h>
+
+static char home[256];
+static char session[300];
+
+static void write_file(const char *path, const char *text)
+{
+    char tmp[420];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+static void write_config(const char *text)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/config.json", home);
+    write_file(path, text);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(home, sizeof(home), "/tmp/capsem-netsvc-XXXXXX");
+    assert_non_null(mkdtemp(home));
+    snprintf(session, sizeof(session), "%s/sessions/s1", home);
+    char cmd[700];
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", session);
+    assert_int_equal(system(cmd), 0);
+    /* No corp file: a path that does not exist counts as absent. */
+    setenv("CAPSEM_CORP_CONFIG", "/nonexistent/corp.json", 1);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", home);
+    return system(cmd);
+}
+
+/* A query for `name`, type A, with the 2-byte length of DNS over TCP in front. */
+static size_t make_query(uint8_t *b, uint16_t id, const char *name)
+{
+    size_t n = 2;
+    const uint8_t hdr[12] = {(uint8_t)(id >> 8), (uint8_t)id, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    memcpy(b + n, hdr, sizeof(hdr));
+    n += sizeof(hdr);
+    const char *p = name;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t l = dot ? (size_t)(dot - p) : strlen(p);
+        b[n++] = (uint8_t)l;
+        memcpy(b + n, p, l);
+        n += l;
+        p += l + (dot ? 1 : 0);
+    }
+    b[n++] = 0;
+    const uint8_t tail[4] = {0, 1, 0, 1};
+    memcpy(b + n, tail, sizeof(tail));
+    n += sizeof(tail);
+    b[0] = (uint8_t)((n - 2) >> 8);
+    b[1] = (uint8_t)(n - 2);
+    return n;
+}
+
+static void read_exact(int fd, uint8_t *b, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 10000) != 1)
+            fail_msg("no answer in 10 s");
+        ssize_t n = read(fd, b + got, len - got);
+        assert_true(n > 0);
+        got += (size_t)n;
+    }
+}
+
+/* Ask `name` on the connection; returns the answer's rcode, and its answer count in *an. */
+static int ask(int fd, uint16_t id, const char *name, int *an)
+{
+    uint8_t q[300], a[600];
+    size_t n = make_query(q, id, name);
+    assert_int_equal(write(fd, q, n), (ssize_t)n);
+    read_exact(fd, a, 2);
+    size_t len = (size_t)a[0] << 8 | a[1];
+    assert_true(len >= 12 && len <= sizeof(a));
+    read_exact(fd, a, len);
+    assert_int_equal((a[0] << 8 | a[1]), id);
+    *an = a[6] << 8 | a[7];
+    return a[3] & 0x0f;
+}
+
+/* Run the loop until it has nothing more to do within `ms`. */
+static void spin(struct loop *l, int ms)
+{
+    while (loop_run_once(l, ms) > 0)
+        ;
+}
+
+static int count_rows(const char *db_path, const char *where)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    char sql[300];
+    snprintf(sql, sizeof(sql), "select count(*) from dns_events where %s", where);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+#define ALLOW_A                                                                                    \
+    "{\"network\":{\"default\":\"block\",\"rules\":[{\"id\":\"a\",\"domain\":\"a.test\","          \
+    "\"action\":\"allow\"}],\"http_ports\":[8080,3000]}}"
+#define BLOCK_A                                                                                    \
+    "{\"network\":{\"default\":\"block\",\"rules\":[{\"id\":\"no-a\",\"domain\":\"a.test\","       \
+    "\"action\":\"block\"}]}}"
+
+static void test_netsvc_policy_reload_applies_to_next_query(void **state)
+{
+    (void)state;
+    write_config(ALLOW_A);
+    struct loop *l = NULL;
+    assert_int_equal(loop_create(&l), 0);
+    struct netsvc *n = NULL;
+    char err[600];
+    struct netsvc_config cfg = {.home = home, .session_dir = session};
+    assert_int_equal(netsvc_start(l, &cfg, &n, err, sizeof(err)), 0);
+    /* The CA was made on first use; the ports come from the config. */
+    assert_non_null(strstr(netsvc_ca_pem(n), "BEGIN CERTIFICATE"));
+    assert_string_equal(netsvc_http_ports(n), "8080,3000");
+
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    netsvc_accept(n, NETSVC_PORT_DNS, sv[1]);
+    int an = 0; /* the test side is non-blocking too: it reads only after poll() */
+    assert_int_equal(ask(sv[0], 1, "a.test", &an), 0);
+    assert_int_equal(an, 1);
+    assert_int_equal(ask(sv[0], 2, "b.test", &an), 3); /* default block: NXDOMAIN */
+
+    /* The user blocks a.test: the next query on the same connection sees it. */
+    write_config(BLOCK_A);
+    spin(l, 300);
+    assert_int_equal(ask(sv[0], 3, "a.test", &an), 3);
+
+    /* A broken file is refused; the policy in force stays. */
+    write_config("{\"network\":{\"default\":\"allow\",\"rules\":[{\"domain\":\"a.test\","
+                 "\"action\":\"maybe\"}]}}");
+    spin(l, 300);
+    assert_int_equal(ask(sv[0], 4, "a.test", &an), 3);
+    assert_int_equal(ask(sv[0], 5, "b.test", &an), 3); /* not the broken file's default allow */
+    assert_true(netsvc_reload(n, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "config.json"));
+    assert_non_null(strstr(err, "$.network.rules[0].action"));
+
+    /* Every answer is in the session database. */
+    assert_int_equal(netsvc_flush(n), 0);
+    char db[400];
+    snprintf(db, sizeof(db), "%s", netsvc_db_path(n));
+    assert_int_equal(count_rows(db, "name='a.test' and decision=0 and rule='a'"), 1);
+    assert_int_equal(count_rows(db, "name='a.test' and decision=1 and rule='no-a'"), 2);
+    assert_int_equal(count_rows(db, "name='b.test' and answer='NXDOMAIN'"), 2);
+    close(sv[0]);
+    netsvc_stop(n);
+    loop_destroy(l);
+}
+
+static void test_netsvc_bad_config_at_start_is_refused(void **state)
+{
+    (void)state;
+    write_config("{\"network\": {\"default\": \"sometimes\"}}");
+    struct loop *l = NULL;
+    assert_int_equal(loop_create(&l), 0);
+    struct netsvc *n = NULL;
+    char err[600];
+    struct netsvc_config cfg = {.home = home, .session_dir = session};
+    assert_int_equal(netsvc_start(l, &cfg, &n, err, sizeof(err)), -EINVAL);
+    assert_null(n);
+    assert_non_null(strstr(err, "config.json"));
+    assert_non_null(strstr(err, "$.network.default"));
+    /* Not JSON at all: the line and column are named. */
+    write_config("{\"network\": ");
+    assert_true(netsvc_start(l, &cfg, &n, err, sizeof(err)) < 0);
+    assert_non_null(strstr(err, "config.json"));
+    assert_non_null(strstr(err, "line"));
+    loop_destroy(l);
+}
+
+static void test_netsvc_unknown_port_closes_the_connection(void **state)
+{
+    (void)state;
+    write_config(ALLOW_A);
+    struct loop *l = NULL;
+    assert_int_equal(loop_create(&l), 0);
+    struct netsvc *n = NULL;
+    char err[600];
+    struct netsvc_config cfg = {.home = home, .session_dir = session};
+    assert_int_equal(netsvc_start(l, &cfg, &n, err, sizeof(err)), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    netsvc_accept(n, 5009, sv[1]);
+    char c;
+    assert_int_equal(read(sv[0], &c, 1), 0); /* closed, not served */
+    close(sv[0]);
+    netsvc_stop(n);
+    loop_destroy(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_netsvc_policy_reload_applies_to_next_query, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_netsvc_bad_config_at_start_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_netsvc_unknown_port_closes_the_connection, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
