@@ -266,7 +266,9 @@ static void test_host_checked(void **state)
             snprintf(host, sizeof(host), "%s:%u", bad[i].name, port);
         else
             snprintf(host, sizeof(host), "%s", bad[i].name);
-        snprintf(req, sizeof(req), "GET /api/v1/version HTTP/1.1\r\nHost: %s\r\n%s\r\n", host, h);
+        snprintf(req, sizeof(req),
+                 "GET /api/v1/version HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n", host,
+                 h);
         assert_int_equal(roundtrip(req, resp, sizeof(resp)), 403);
         assert_non_null(strstr(body_of(resp), "host"));
         /* Even the unauthenticated health check. */
@@ -286,7 +288,9 @@ static void test_host_checked(void **state)
             snprintf(host, sizeof(host), "%s:%u", good[i].name, port);
         else
             snprintf(host, sizeof(host), "%s", good[i].name);
-        snprintf(req, sizeof(req), "GET /api/v1/version HTTP/1.1\r\nHost: %s\r\n%s\r\n", host, h);
+        snprintf(req, sizeof(req),
+                 "GET /api/v1/version HTTP/1.1\r\nHost: %s\r\n%sConnection: close\r\n\r\n", host,
+                 h);
         assert_int_equal(roundtrip(req, resp, sizeof(resp)), 200);
     }
 }
@@ -615,7 +619,8 @@ static void *par_main(void *arg)
     static __thread char resp[RESP_MAX];
     bearer(h, sizeof(h));
     char req[1024];
-    snprintf(req, sizeof(req), "GET /api/v1/version HTTP/1.1\r\nHost: localhost\r\n%s\r\n", h);
+    snprintf(req, sizeof(req),
+             "GET /api/v1/version HTTP/1.1\r\nHost: localhost\r\n%sConnection: close\r\n\r\n", h);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
