@@ -679,6 +679,8 @@ void model_parser_response_head(struct model_parser *p, int status, const char *
     p->call.http_status = status;
     p->sse = content_type && content_type_len >= 17 &&
              strncasecmp(content_type, "text/event-stream", 17) == 0;
+    /* a mislabelled body (text/plain from a mock, none at all) is sniffed */
+    p->sniff = !p->sse && !(content_type && memmem(content_type, content_type_len, "json", 4));
     p->reader.fn = on_sse;
     enum decode_kind kind = DECODE_IDENTITY;
     if (content_encoding && decode_kind_parse(content_encoding, content_encoding_len, &kind) != 0) {
@@ -781,6 +783,18 @@ static void js_feed(struct model_parser *p, const uint8_t *s, size_t n)
 static void on_decoded(void *opaque, const uint8_t *data, size_t len)
 {
     struct model_parser *p = opaque;
+    if (p->sniff) {
+        /* leading whitespace means nothing to either parser: decide on the first other byte */
+        size_t i = 0;
+        while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
+            i++;
+        if (i == len)
+            return;
+        p->sniff = false;
+        /* SSE lines start with a field name or a comment; anything else goes to the JSON
+         * splitter, which marks what is not JSON */
+        p->sse = memchr(":deir", data[i], 5) != NULL;
+    }
     if (p->sse)
         sse_reader_feed(&p->reader, data, len);
     else

@@ -66,6 +66,7 @@ struct model_parser {
     uint64_t req_total;
     /* response */
     bool sse;
+    bool sniff; /* no JSON or SSE content type: the first bytes decide */
     struct decoder *dec;
     uint64_t decoded_max;
     bool dec_failed;

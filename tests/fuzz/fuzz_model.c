@@ -2,7 +2,8 @@
  * Fuzz target for the model-call parsers (mitm/model.h with the SSE reader
  * and the three providers). Input: one byte choosing the route (Anthropic
  * messages, OpenAI chat or responses, Gemini generate or stream), one byte
- * choosing the response content type and where to split the body, then the
+ * choosing the response content type (with the first byte's top bit) and
+ * where to split the body, then the
  * request body, a NUL, and the response body. Besides the sanitizers'
  * checks, the target aborts when the parser contradicts itself: the body fed
  * whole, in two pieces and byte by byte giving different results, or a
@@ -77,8 +78,8 @@ static void render(const struct model_call *c, struct out *o)
 }
 
 /* split: SIZE_MAX whole, SIZE_MAX - 1 byte by byte, else two pieces. */
-static void run(size_t route, bool sse, const uint8_t *req, size_t req_len, const uint8_t *body,
-                size_t body_len, size_t split, struct out *o)
+static void run(size_t route, const char *ct, const uint8_t *req, size_t req_len,
+                const uint8_t *body, size_t body_len, size_t split, struct out *o)
 {
     struct model_route r;
     const char *t = routes[route].target;
@@ -88,7 +89,6 @@ static void run(size_t route, bool sse, const uint8_t *req, size_t req_len, cons
     if (model_parser_create(&r, NULL, 0, &p) != 0)
         abort();
     model_parser_request(p, req, req_len);
-    const char *ct = sse ? "text/event-stream" : "application/json";
     model_parser_response_head(p, 200, ct, strlen(ct), NULL, 0);
     if (split == SIZE_MAX) {
         model_parser_response(p, body, body_len, 1);
@@ -115,7 +115,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     size_t route = data[0] % (sizeof(routes) / sizeof(routes[0]));
-    bool sse = data[1] & 1;
+    /* the content type: SSE, JSON, or a mislabelled body left to sniffing */
+    const char *ct = data[1] & 1      ? "text/event-stream"
+                     : data[0] & 0x80 ? "text/plain"
+                                      : "application/json";
     const uint8_t *rest = data + 2;
     size_t n = size - 2;
     const uint8_t *nul = memchr(rest, 0, n);
@@ -127,12 +130,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         split = body_len;
 
     struct out whole = {0}, other = {0};
-    run(route, sse, rest, req_len, body, body_len, SIZE_MAX, &whole);
-    run(route, sse, rest, req_len, body, body_len, split, &other);
+    run(route, ct, rest, req_len, body, body_len, SIZE_MAX, &whole);
+    run(route, ct, rest, req_len, body, body_len, split, &other);
     if (whole.len != other.len || memcmp(whole.p, other.p, whole.len) != 0)
         abort();
     if (body_len <= 4096) {
-        run(route, sse, rest, req_len, body, body_len, SIZE_MAX - 1, &other);
+        run(route, ct, rest, req_len, body, body_len, SIZE_MAX - 1, &other);
         if (whole.len != other.len || memcmp(whole.p, other.p, whole.len) != 0)
             abort();
     }

@@ -338,6 +338,36 @@ static void test_model_parser_argument_caps(void **state)
     free(body);
 }
 
+static void test_model_parser_sniffed_content_type(void **state)
+{
+    (void)state;
+    /* the same stream labelled text/plain, or with no content type, parses the same */
+    struct mt_exchange x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", NULL);
+    char want[1 << 14];
+    mt_run(&x, MT_WHOLE, want, sizeof(want));
+    char *lead = malloc(strlen(SSE) + 4);
+    snprintf(lead, strlen(SSE) + 4, "\r\n\n%s", SSE);
+    x = anthropic((const uint8_t *)lead, strlen(lead), "text/plain", NULL);
+    char *r = mt_run_all_splits(&x);
+    assert_string_equal(r, want);
+    free(r);
+    x = anthropic((const uint8_t *)SSE, strlen(SSE), "", NULL);
+    r = mt_run_all_splits(&x);
+    assert_string_equal(r, want);
+    free(r);
+    free(lead);
+    /* a JSON body labelled text/plain */
+    const char *json = " {\"id\":\"msg_j\",\"model\":\"claude-opus-4-5\",\"content\":[],"
+                       "\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":1,"
+                       "\"output_tokens\":2}}";
+    x = anthropic((const uint8_t *)json, strlen(json), "text/plain", NULL);
+    r = mt_run_all_splits(&x);
+    assert_has(r,
+               "id=msg_j stream=1 http=200 status=ok err=(null)/(null) stop=end_turn in=1 out=2 ");
+    assert_has(r, "pe=0");
+    free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_model_parser_no_response),
         cmocka_unit_test(test_model_parser_long_previews),
         cmocka_unit_test(test_model_parser_argument_caps),
+        cmocka_unit_test(test_model_parser_sniffed_content_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
