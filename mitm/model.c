@@ -794,6 +794,8 @@ static void on_decoded(void *opaque, const uint8_t *data, size_t len)
         /* SSE lines start with a field name or a comment; anything else goes to the JSON
          * splitter, which marks what is not JSON */
         p->sse = memchr(":deir", data[i], 5) != NULL;
+        data += i;
+        len -= i;
     }
     if (p->sse)
         sse_reader_feed(&p->reader, data, len);
