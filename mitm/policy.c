@@ -287,6 +287,15 @@ int policy_load(const char *corp_path, const char *user_path, struct policy **ou
         if (rc < 0)
             goto out;
     }
+    if (!corp && !user) {
+        /* Nothing configured: the agents reach their model APIs and nothing else. */
+        user = json_pack("{s:{s:s}}", "network", "preset", "high");
+        if (!user) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        user_path = "(built-in default)";
+    }
     rc = policy_build(corp, corp_path, user, user_path, out, err, errlen);
 out:
     json_decref(corp);

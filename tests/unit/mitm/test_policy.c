@@ -570,9 +570,12 @@ static void test_policy_load_files(void **state)
     unlink(user);
     struct policy *p = NULL;
 
-    /* both missing: absent, everything blocked */
+    /* both missing: the built-in default, the "high" preset (model APIs only) */
     assert_int_equal(policy_load(corp, user, &p, err, sizeof(err)), 0);
     expect_http(p, "a.com", "GET", "/", DECISION_BLOCK, NULL);
+    assert_int_equal(policy_decide_http(p, "api.anthropic.com", "POST", "/v1/messages").decision,
+                     DECISION_ALLOW);
+    assert_int_equal(policy_decide_dns(p, "api.openai.com").decision, DECISION_ALLOW);
     policy_unref(p);
     assert_int_equal(policy_load(NULL, NULL, &p, err, sizeof(err)), 0);
     policy_unref(p);
