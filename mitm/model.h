@@ -7,6 +7,20 @@
  * streams event by event). No I/O. The result is a struct model_call
  * (mitm/sink.h) ready for pricing (mitm/pricing.h), trace linking
  * (mitm/trace.h) and the sink.
+ *
+ * One exchange, as the proxy drives it (each call after forwarding the bytes):
+ *
+ *   if (model_detect(hosts, host, method, target, target_len, &route))
+ *       model_parser_create(&route, NULL, head_arrival_us, &mp);
+ *   model_parser_request(mp, body, n);               // request body, de-chunked
+ *   model_parser_response_head(mp, status, ct, ct_len, ce, ce_len);
+ *   model_parser_response(mp, body, n, now_us);      // response body, de-chunked
+ *   struct model_call *c = model_parser_finish(mp, body_complete, now_us);
+ *   c->time_us = ...; c->process = ...; c->pid = ...; c->host = ...; c->path = ...;
+ *   pricing_apply(prices, c);
+ *   trace_link(session_traces, c);
+ *   sink_model(&sink, c);
+ *   model_parser_destroy(mp);
  */
 #ifndef CAPSEM_MITM_MODEL_H
 #define CAPSEM_MITM_MODEL_H
