@@ -466,6 +466,8 @@ static void test_ws_hello_with_cookie_and_origin(void **state)
     /* A non-browser client with the token and no Origin. */
     bearer(h, sizeof(h));
     assert_int_equal(ws_open("/api/v1/events", h, msg, sizeof(msg), NULL), 101);
+    /* A query string does not change the route. */
+    assert_int_equal(ws_open("/api/v1/events?since=0", h, msg, sizeof(msg), NULL), 101);
 }
 
 static void test_ws_refused_origin_auth_host(void **state)
