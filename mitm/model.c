@@ -416,6 +416,14 @@ const char *model_find(const char *s, size_t n, const char *needle)
     return find(s, n, needle, strlen(needle));
 }
 
+void model_first_token(struct model_parser *p)
+{
+    if (!p->first_token) {
+        p->first_token = true;
+        p->call.ttft_us = p->now_us - p->start_us;
+    }
+}
+
 bool model_contains(const char *s, size_t n, const char *needle)
 {
     return find(s, n, needle, strlen(needle)) != NULL;
@@ -809,8 +817,9 @@ void model_parser_response(struct model_parser *p, const uint8_t *data, size_t l
         return;
     if (!p->first_seen) {
         p->first_seen = true;
-        p->call.ttft_us = now_us - p->start_us;
+        p->first_byte_us = now_us;
     }
+    p->now_us = now_us;
     if (!p->dec || p->dec_failed)
         return;
     int rc = decode_feed(p->dec, data, len, on_decoded, p);
@@ -886,6 +895,9 @@ struct model_call *model_parser_finish(struct model_parser *p, bool complete, in
     }
     if (p->sse)
         c->stream = true;
+    /* a JSON response, or a stream with no content: the first byte stands for it */
+    if (!p->first_token && p->first_seen)
+        c->ttft_us = p->first_byte_us - p->start_us;
     c->duration_us = now_us - p->start_us;
 
     if (p->ntools > 0) {

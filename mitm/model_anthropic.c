@@ -123,6 +123,7 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
 {
     if (model_event_is(ev, ev_len, "content_block_delta")) {
         /* text and thinking deltas carry nothing the record keeps: skip the JSON work */
+        model_first_token(p);
         if (!model_contains(data, len, "\"input_json_delta\"")) {
             p->saw_response = true;
             return;
@@ -158,6 +159,7 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
     if (strcmp(type, "message_start") == 0) {
         message(p, json_object_get(root, "message"));
     } else if (strcmp(type, "content_block_start") == 0) {
+        model_first_token(p);
         json_t *b = json_object_get(root, "content_block");
         if (is_tool_use(b)) {
             struct model_tool *t = model_tool(p, block_index(root), true);
@@ -171,6 +173,7 @@ static void event(struct model_parser *p, const char *ev, size_t ev_len, const c
             }
         }
     } else if (strcmp(type, "content_block_delta") == 0) {
+        model_first_token(p);
         json_t *d = json_object_get(root, "delta");
         json_t *pj = json_object_get(d, "partial_json");
         struct model_tool *t = model_tool(p, block_index(root), false);

@@ -118,7 +118,10 @@ static void chunk(struct model_parser *p, json_t *root)
     }
     size_t i;
     json_t *part;
-    json_array_foreach(json_object_get(json_object_get(cand, "content"), "parts"), i, part)
+    json_t *parts = json_object_get(json_object_get(cand, "content"), "parts");
+    if (json_array_size(parts) > 0)
+        model_first_token(p);
+    json_array_foreach(parts, i, part)
     {
         json_t *fc = json_object_get(part, "functionCall");
         if (!json_is_object(fc))
@@ -166,6 +169,8 @@ static bool chunk_fast(struct model_parser *p, const char *data, size_t len)
         model_contains(data, len, "\"error\"") || model_contains(data, len, "\"finishReason\""))
         return false;
     const char *end = data + len;
+    if (model_contains(data, len, "\"parts\""))
+        model_first_token(p);
     /* the counters live in usageMetadata, after the text: search only from there */
     const char *u = model_find(data, len, "\"usageMetadata\"");
     if (u) {

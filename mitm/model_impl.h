@@ -59,7 +59,10 @@ struct model_parser {
     const struct model_provider_ops *ops;
     struct model_call call;
     int64_t start_us;
+    int64_t now_us; /* the time of the response bytes being parsed */
+    int64_t first_byte_us;
     bool first_seen;
+    bool first_token; /* ttft_us is set from the first content event */
     bool finished;
     /* request */
     struct buf req;
@@ -116,6 +119,8 @@ void model_set_error(struct model_parser *p, json_t *type, json_t *message);
 json_t *model_parse_json(struct model_parser *p, const char *data, size_t len);
 /* The first needle in s[0..n), or NULL. */
 const char *model_find(const char *s, size_t n, const char *needle);
+/* A streamed response's first content (text, thinking or tool call) came now. */
+void model_first_token(struct model_parser *p);
 /* Does s[0..n) contain needle? */
 bool model_contains(const char *s, size_t n, const char *needle);
 /*

@@ -189,6 +189,11 @@ static void chat_object(struct model_parser *p, json_t *root)
         json_t *m = json_object_get(ch, "delta");
         if (!m)
             m = json_object_get(ch, "message");
+        json_t *content = json_object_get(m, "content");
+        if ((json_is_string(content) && json_string_length(content) > 0) ||
+            json_array_size(json_object_get(m, "tool_calls")) > 0 ||
+            json_is_string(json_object_get(m, "reasoning_content")))
+            model_first_token(p);
         size_t j;
         json_t *tc;
         json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
@@ -204,6 +209,8 @@ static void responses_item(struct model_parser *p, json_t *item, int64_t key, bo
     bool fn = str_is(type, "function_call");
     if (!fn && !str_is(type, "custom_tool_call"))
         return;
+    if (!whole)
+        model_first_token(p); /* a streamed tool call begins */
     struct model_tool *t = model_tool(p, key, true);
     if (!t)
         return;
@@ -257,16 +264,20 @@ static void responses_event(struct model_parser *p, json_t *root)
                strcmp(type, "response.incomplete") == 0 || strcmp(type, "response.failed") == 0) {
         responses_object(p, json_object_get(root, "response"));
         p->saw_end = true;
+    } else if (strcmp(type, "response.output_text.delta") == 0 ||
+               strcmp(type, "response.function_call_arguments.delta") == 0 ||
+               strcmp(type, "response.custom_tool_call_input.delta") == 0) {
+        model_first_token(p);
+        if (strcmp(type, "response.output_text.delta") != 0) {
+            json_t *d = json_object_get(root, "delta");
+            if (json_is_string(d))
+                model_tool_args_append(p, model_tool(p, output_index(root), false),
+                                       json_string_value(d), json_string_length(d));
+        }
     } else if (strcmp(type, "response.output_item.added") == 0) {
         responses_item(p, json_object_get(root, "item"), output_index(root), false);
     } else if (strcmp(type, "response.output_item.done") == 0) {
         responses_item(p, json_object_get(root, "item"), output_index(root), true);
-    } else if (strcmp(type, "response.function_call_arguments.delta") == 0 ||
-               strcmp(type, "response.custom_tool_call_input.delta") == 0) {
-        json_t *d = json_object_get(root, "delta");
-        if (json_is_string(d))
-            model_tool_args_append(p, model_tool(p, output_index(root), false),
-                                   json_string_value(d), json_string_length(d));
     } else if (strcmp(type, "response.function_call_arguments.done") == 0 ||
                strcmp(type, "response.custom_tool_call_input.done") == 0) {
         json_t *a = json_object_get(root, "arguments");
@@ -314,6 +325,10 @@ static bool chat_fast(struct model_parser *p, const char *data, size_t len)
         return false;
     const char *tc = model_fast_key(data, len, "\"tool_calls\"");
     if (!tc) {
+        /* text (or an empty role chunk): content only when "content" holds a string */
+        const char *ct = model_fast_key(data, len, "\"content\"");
+        if (ct && *ct == '"' && (size_t)(data + len - ct) > 1 && ct[1] != '"')
+            model_first_token(p);
         p->saw_response = true;
         return true;
     }
@@ -329,6 +344,7 @@ static bool chat_fast(struct model_parser *p, const char *data, size_t len)
     if (!v || !a || !model_fast_int(v, end, &idx) || !model_fast_str(p, a, end, &s, &n))
         return false;
     p->saw_response = true;
+    model_first_token(p);
     model_tool_args_append(p, model_tool(p, idx, true), s, n);
     return true;
 }
@@ -353,6 +369,7 @@ static bool responses_fast(struct model_parser *p, const char *ev, size_t ev_len
         responses_is(ev, ev_len, data, len, "response.reasoning_summary_text.delta") ||
         responses_is(ev, ev_len, data, len, "response.reasoning_text.delta")) {
         p->saw_response = true; /* text: nothing the record keeps */
+        model_first_token(p);
         return true;
     }
     if (!responses_is(ev, ev_len, data, len, "response.function_call_arguments.delta") &&
@@ -366,6 +383,7 @@ static bool responses_fast(struct model_parser *p, const char *ev, size_t ev_len
     if (!v || !d || !model_fast_int(v, end, &idx) || !model_fast_str(p, d, end, &s, &n))
         return false;
     p->saw_response = true;
+    model_first_token(p);
     model_tool_args_append(p, model_tool(p, idx, false), s, n);
     return true;
 }

@@ -110,7 +110,9 @@ struct model_call {
     size_t n_tool_calls;
     const struct model_tool_result *tool_results;
     size_t n_tool_results;
-    int64_t ttft_us;     /* request head to first response body byte, -1 when none */
+    /* Request head to the first content of a stream (text, thinking or a tool call), or
+     * to the first body byte of a JSON response or a stream without content; -1 none. */
+    int64_t ttft_us;
     int64_t duration_us; /* request head to end of response */
     bool cost_known;     /* false: model not in the price table, cost_usd is 0 */
     double cost_usd;

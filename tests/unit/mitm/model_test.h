@@ -93,7 +93,7 @@ static __attribute__((unused)) void mt_run(const struct mt_exchange *x, size_t s
         model_parser_response(p, x->body, x->body_len, 1500);
     } else if (split == MT_BYTES) {
         for (size_t i = 0; i < x->body_len; i++)
-            model_parser_response(p, x->body + i, 1, 1500 + (int64_t)i);
+            model_parser_response(p, x->body + i, 1, 1500);
     } else {
         model_parser_response(p, x->body, split, 1500);
         model_parser_response(p, x->body + split, x->body_len - split, 1500);

@@ -368,6 +368,76 @@ static void test_model_parser_sniffed_content_type(void **state)
     free(r);
 }
 
+/* ttft_us of SSE fed in three timed pieces, cut before `second` and before `third`. */
+static int64_t ttft_of(const char *host, const char *target, const char *ct, const char *body,
+                       const char *second, const char *third)
+{
+    struct model_route r;
+    assert_true(model_detect(NULL, host, "POST", target, strlen(target), &r));
+    struct model_parser *p = NULL;
+    assert_int_equal(model_parser_create(&r, NULL, 1000, &p), 0);
+    model_parser_response_head(p, 200, ct, strlen(ct), NULL, 0);
+    const char *b = second ? strstr(body, second) : body + strlen(body);
+    const char *c = third ? strstr(body, third) : body + strlen(body);
+    assert_non_null(b);
+    assert_non_null(c);
+    model_parser_response(p, (const uint8_t *)body, (size_t)(b - body), 1100);
+    model_parser_response(p, (const uint8_t *)b, (size_t)(c - b), 1500);
+    model_parser_response(p, (const uint8_t *)c, strlen(c), 1900);
+    int64_t t = model_parser_finish(p, true, 3000)->ttft_us;
+    model_parser_destroy(p);
+    return t;
+}
+
+static void test_model_parser_ttft_first_content(void **state)
+{
+    (void)state;
+    /* the time of the first content event, not of message_start or ping */
+    const char *a = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":"
+                    "\"m\",\"model\":\"x\"}}\n\nevent: ping\ndata: {\"type\":\"ping\"}\n\n"
+                    "event: content_block_start\ndata: {\"type\":\"content_block_start\","
+                    "\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"
+                    "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    assert_int_equal(ttft_of("api.anthropic.com", "/v1/messages", "text/event-stream", a,
+                             "event: ping", "event: content_block_start"),
+                     900);
+    const char *c = "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n"
+                    "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"content\":null}}]}\n\n"
+                    "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,\"delta\":"
+                    "{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n";
+    assert_int_equal(ttft_of("api.openai.com", "/v1/chat/completions", "text/event-stream", c,
+                             "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,"
+                             "\"delta\":{\"content\":null",
+                             "data: {\"id\":\"c\",\"model\":\"g\",\"choices\":[{\"index\":0,"
+                             "\"delta\":{\"content\":\"Hi"),
+                     900);
+    const char *rs = "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r\"}}\n\n"
+                     "data: {\"type\":\"response.output_item.added\",\"output_index\":0,"
+                     "\"item\":{\"type\":\"function_call\",\"call_id\":\"k\",\"name\":\"f\"}}\n\n"
+                     "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\"}}\n\n";
+    assert_int_equal(ttft_of("api.openai.com", "/v1/responses", "text/event-stream", rs,
+                             "data: {\"type\":\"response.output_item.added\"", NULL),
+                     500);
+    const char *g = "data: {\"usageMetadata\":{\"promptTokenCount\":3},\"modelVersion\":\"m\"}\n\n"
+                    "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}],"
+                    "\"modelVersion\":\"m\"}\n\n";
+    assert_int_equal(ttft_of("generativelanguage.googleapis.com",
+                             "/v1beta/models/m:streamGenerateContent?alt=sse", "text/event-stream",
+                             g, "data: {\"candidates\"", NULL),
+                     500);
+    /* a JSON response, or a stream without content: the first byte */
+    const char *j = "{\"id\":\"m\",\"model\":\"x\",\"content\":[{\"type\":\"text\",\"text\":"
+                    "\"hi\"}]}";
+    assert_int_equal(
+        ttft_of("api.anthropic.com", "/v1/messages", "application/json", j, "\"content\"", NULL),
+        100);
+    const char *e = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"x\"}}\n\n";
+    assert_int_equal(
+        ttft_of("api.anthropic.com", "/v1/messages", "text/event-stream", e, "data:", NULL), 100);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_model_parser_long_previews),
         cmocka_unit_test(test_model_parser_argument_caps),
         cmocka_unit_test(test_model_parser_sniffed_content_type),
+        cmocka_unit_test(test_model_parser_ttft_first_content),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
