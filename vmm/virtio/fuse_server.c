@@ -1325,6 +1325,13 @@ static void raise_nofile(void)
     rlim_t want = VMM_FUSE_MAX_INODES + VMM_FUSE_MAX_HANDLES + 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
         return;
+    /* A hard limit below the tables (4096 under a bare init, e.g. the test
+     * bed) is raised too when the process may (CAP_SYS_RESOURCE). */
+    if (rl.rlim_max < want) {
+        struct rlimit all = {.rlim_cur = want, .rlim_max = want};
+        if (setrlimit(RLIMIT_NOFILE, &all) == 0)
+            return;
+    }
     rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
         LOG_WARN("msg=\"virtio-fs: cannot raise the open-file limit\" errno=%d", errno);
