@@ -1403,8 +1403,9 @@ static void test_serve_model_calls_reported(void **state)
     assert_int_equal(wait_events(3), 3);
     usleep(100000); /* a model call would follow its net event at once, on the same thread */
     pthread_mutex_lock(&rec_lock);
-    assert_int_equal(nrecm, 2);
+    size_t models = nrecm;
     pthread_mutex_unlock(&rec_lock);
+    assert_int_equal(models, 2);
     guest_close(g);
     mitm_proxy_destroy(F->proxy); /* before the trace table it borrows */
     F->proxy = NULL;
