@@ -35,7 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ADOPT_QUEUE_MAX 256
+/* Upgrades waiting for the lws thread; past this a new one is closed. */
+#define ADOPT_QUEUE_MAX 65536
 
 struct pending {
     int fd; /* -1 when the slot is free */
@@ -61,7 +62,8 @@ struct httpd {
     pthread_t sniffer;
     bool sniffer_started;
     struct pending pend[HTTPD_PENDING_MAX];
-    struct head head; /* the sniffer's parse buffer */
+    bool accept_paused; /* every pend[] slot busy: listen fd out of epoll's read set */
+    struct head head;   /* the sniffer's parse buffer */
 
     struct MHD_Daemon *mhd;
 
@@ -70,9 +72,9 @@ struct httpd {
     pthread_t lws_thread;
     bool lws_started;
     atomic_bool lws_stop;
-    pthread_mutex_t adopt_lock; /* guards adopt_fds and adopt_n */
-    int adopt_fds[ADOPT_QUEUE_MAX];
-    size_t adopt_n;
+    pthread_mutex_t adopt_lock; /* guards adopt_fds, adopt_n and adopt_cap */
+    int *adopt_fds;
+    size_t adopt_n, adopt_cap;
 };
 
 /* Per-WebSocket state (lws allocates it zeroed). */
@@ -188,18 +190,19 @@ static void lws_log_emit(int level, const char *line)
 
 static void adopt_queued(struct httpd *h)
 {
-    int fds[ADOPT_QUEUE_MAX];
-    size_t n;
+    /* Take the whole queue; the sniffer starts a new one. */
     pthread_mutex_lock(&h->adopt_lock);
-    n = h->adopt_n;
-    memcpy(fds, h->adopt_fds, n * sizeof(int));
-    h->adopt_n = 0;
+    int *fds = h->adopt_fds;
+    size_t n = h->adopt_n;
+    h->adopt_fds = NULL;
+    h->adopt_n = h->adopt_cap = 0;
     pthread_mutex_unlock(&h->adopt_lock);
     for (size_t i = 0; i < n; i++) {
         /* On failure lws closes the fd itself. */
         if (!lws_adopt_socket_vhost(h->vhost, fds[i]))
             LOG_WARN("event=ws_adopt_failed");
     }
+    free(fds);
 }
 
 /* Copy header `tok` of `wsi` into buf; NULL when absent. */
@@ -454,11 +457,29 @@ static void mhd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 /* ---- sniffer ---- */
 
+/* Accept again (or not): while every slot is busy, new connections wait in the backlog. */
+static void accept_pause(struct httpd *h, bool pause)
+{
+    struct epoll_event ev = {.events = pause ? 0 : EPOLLIN, .data.u64 = 0};
+    if (h->accept_paused == pause)
+        return;
+    if (epoll_ctl(h->epfd, EPOLL_CTL_MOD, h->listen_fd, &ev) == 0)
+        h->accept_paused = pause;
+    LOG_DEBUG("event=%s", pause ? "accept_paused" : "accept_resumed");
+}
+
+/* Mark p free (its fd is already closed or handed off). */
+static void pending_release(struct httpd *h, struct pending *p)
+{
+    p->fd = -1;
+    accept_pause(h, false);
+}
+
 static void pending_close(struct httpd *h, struct pending *p)
 {
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, p->fd, NULL);
     close(p->fd);
-    p->fd = -1;
+    pending_release(h, p);
 }
 
 /* Answer a refused upgrade: consume the head (so close sends FIN, not RST), reply, close. */
@@ -493,7 +514,7 @@ static void to_mhd(struct httpd *h, struct pending *p)
 {
     int fd = p->fd;
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-    p->fd = -1;
+    pending_release(h, p);
     /* MHD owns fd from here, closing it on failure. */
     if (MHD_add_connection(h->mhd, fd, (const struct sockaddr *)&p->addr, p->alen) != MHD_YES)
         LOG_WARN("event=mhd_add_failed");
@@ -504,9 +525,17 @@ static void to_lws(struct httpd *h, struct pending *p)
     int fd = p->fd;
     bool queued = false;
     epoll_ctl(h->epfd, EPOLL_CTL_DEL, fd, NULL);
-    p->fd = -1;
+    pending_release(h, p);
     pthread_mutex_lock(&h->adopt_lock);
-    if (h->adopt_n < ADOPT_QUEUE_MAX) {
+    if (h->adopt_n == h->adopt_cap && h->adopt_cap < ADOPT_QUEUE_MAX) {
+        size_t cap = h->adopt_cap ? h->adopt_cap * 2 : 64;
+        int *q = realloc(h->adopt_fds, cap * sizeof(int));
+        if (q) {
+            h->adopt_fds = q;
+            h->adopt_cap = cap;
+        }
+    }
+    if (h->adopt_n < h->adopt_cap) {
         h->adopt_fds[h->adopt_n++] = fd;
         queued = true;
     }
@@ -581,6 +610,14 @@ static void sniff(struct httpd *h, struct pending *p)
 static void sniff_accept(struct httpd *h)
 {
     for (;;) {
+        struct pending *p = NULL;
+        for (size_t i = 0; i < HTTPD_PENDING_MAX && !p; i++)
+            if (h->pend[i].fd < 0)
+                p = &h->pend[i];
+        if (!p) {
+            accept_pause(h, true);
+            return;
+        }
         struct sockaddr_storage addr;
         socklen_t alen = sizeof(addr);
         int fd =
@@ -592,15 +629,6 @@ static void sniff_accept(struct httpd *h)
                 LOG_WARN("event=accept_failed errno=%d", errno);
             return;
         }
-        struct pending *p = NULL;
-        for (size_t i = 0; i < HTTPD_PENDING_MAX && !p; i++)
-            if (h->pend[i].fd < 0)
-                p = &h->pend[i];
-        if (!p) {
-            LOG_WARN("event=sniff_full");
-            close(fd);
-            continue;
-        }
         p->fd = fd;
         p->deadline_ms = now_ms() + h->sniff_ms;
         p->addr = addr;
@@ -609,7 +637,7 @@ static void sniff_accept(struct httpd *h)
                                  .data.u64 = (uint64_t)(p - h->pend) + 2};
         if (epoll_ctl(h->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
             close(fd);
-            p->fd = -1;
+            pending_release(h, p);
         }
     }
 }
@@ -686,7 +714,7 @@ static int listen_open(struct httpd *h, const char *addr, unsigned port, char *e
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, 128) < 0) {
+    if (bind(fd, (struct sockaddr *)&ss, slen) < 0 || listen(fd, SOMAXCONN) < 0) {
         rc = -errno;
         snprintf(err, errlen, "cannot listen on %.100s:%u: %s", addr, port, strerror(-rc));
         goto out;
@@ -825,6 +853,7 @@ void httpd_destroy(struct httpd *h)
         lws_context_destroy(h->lws);
     for (size_t i = 0; i < h->adopt_n; i++)
         close(h->adopt_fds[i]);
+    free(h->adopt_fds);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     api_destroy(h->api);

@@ -18,8 +18,8 @@
 #define HTTPD_SNIFF_TIMEOUT_MS 5000
 /* Largest request head the sniffer looks at; a longer one goes to MHD, which refuses it. */
 #define HTTPD_HEAD_MAX 4096
-/* Connections still being sniffed at once; more are closed on accept. */
-#define HTTPD_PENDING_MAX 256
+/* Connections being sniffed at once; while all are busy, new ones wait in the listen backlog. */
+#define HTTPD_PENDING_MAX 1024
 
 struct httpd_opts {
     const char *addr;         /* numeric IPv4 or IPv6 address to bind (borrowed) */

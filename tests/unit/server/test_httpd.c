@@ -12,7 +12,9 @@
  * - a WebSocket upgrade refused: the JSON error, never a 101;
  * - an upgrade on a keep-alive connection MHD already owns: 503 + close;
  * - a silent client: closed after the sniff deadline while others are served;
- * - bytes that are not HTTP: routed at once (400), not after the deadline.
+ * - bytes that are not HTTP: routed at once (400), not after the deadline;
+ * - more silent clients than sniff slots: newcomers wait in the backlog
+ *   and are served when slots free up (none is closed unheard).
  */
 #include "auth.h"
 #include "httpd.h"
@@ -32,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -594,6 +597,31 @@ static void test_sniff_silent_client_dropped(void **state)
     assert_true(ms_now() - t0 < 3000);
 }
 
+static void test_sniff_table_full_waits_in_backlog(void **state)
+{
+    (void)state;
+    /* Fill every sniff slot with a silent client; a newcomer waits in the
+     * listen backlog (not closed) and is served once slots free up. */
+    enum { SILENT = HTTPD_PENDING_MAX + 8 };
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 2 * SILENT + 64) {
+        if (rl.rlim_max < 2 * SILENT + 64)
+            skip();
+        rl.rlim_cur = 2 * SILENT + 64;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+    static int fds[SILENT];
+    for (int i = 0; i < SILENT; i++)
+        fds[i] = dial();
+    char resp[RESP_MAX];
+    uint64_t t0 = ms_now();
+    assert_int_equal(get("/healthz", "", resp, sizeof(resp)), 200);
+    assert_true(ms_now() - t0 < 5000);
+    for (int i = 0; i < SILENT; i++)
+        close(fds[i]);
+}
+
 static void test_sniff_non_http_routed_at_once(void **state)
 {
     (void)state;
@@ -681,6 +709,7 @@ int main(void)
         cmocka_unit_test(test_ws_head_trickled),
         cmocka_unit_test(test_metrics_counts),
         cmocka_unit_test(test_sniff_silent_client_dropped),
+        cmocka_unit_test(test_sniff_table_full_waits_in_backlog),
         cmocka_unit_test(test_sniff_non_http_routed_at_once),
         cmocka_unit_test(test_parallel_50_requests),
         cmocka_unit_test(test_root_placeholder),
