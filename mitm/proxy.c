@@ -1127,8 +1127,8 @@ static void serve_http(struct pconn *pc)
             x.mp = NULL; /* out of memory: the exchange goes on unparsed */
         gbuf_consume(pc, (size_t)hl);
         if (!ok) {
-            policy_unref(pol);
             reject(pc, &x, 431, "Request Header Fields Too Large", "request head too large");
+            policy_unref(pol); /* after the event: x.rule points into it */
             exch_fini(&x);
             return;
         }
