@@ -391,7 +391,10 @@ static enum MHD_Result mhd_access(void *cls, struct MHD_Connection *c, const cha
                 MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             char *end = NULL;
             unsigned long long n = cl ? strtoull(cl, &end, 10) : 0;
-            if (cl && (end == cl || n > API_BODY_MAX)) {
+            if (cl && (end == cl || *end)) {
+                api_error(&resp, 400, "bad Content-Length");
+                st->route = NULL;
+            } else if (n > API_BODY_MAX) {
                 api_error(&resp, 413, "request body over 1 MiB");
                 st->route = NULL;
             }
