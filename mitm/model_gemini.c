@@ -169,7 +169,7 @@ static bool chunk_fast(struct model_parser *p, const char *data, size_t len)
         model_contains(data, len, "\"error\"") || model_contains(data, len, "\"finishReason\""))
         return false;
     const char *end = data + len;
-    if (model_contains(data, len, "\"parts\""))
+    if (!p->first_token && model_contains(data, len, "\"parts\""))
         model_first_token(p);
     /* the counters live in usageMetadata, after the text: search only from there */
     const char *u = model_find(data, len, "\"usageMetadata\"");

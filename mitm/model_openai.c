@@ -326,7 +326,7 @@ static bool chat_fast(struct model_parser *p, const char *data, size_t len)
     const char *tc = model_fast_key(data, len, "\"tool_calls\"");
     if (!tc) {
         /* text (or an empty role chunk): content only when "content" holds a string */
-        const char *ct = model_fast_key(data, len, "\"content\"");
+        const char *ct = p->first_token ? NULL : model_fast_key(data, len, "\"content\"");
         if (ct && *ct == '"' && (size_t)(data + len - ct) > 1 && ct[1] != '"')
             model_first_token(p);
         p->saw_response = true;
