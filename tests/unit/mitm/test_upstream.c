@@ -5,7 +5,8 @@
  * from the idle pool, a server-closed idle connection replaced instead of
  * handed out, TLS session resumption on the next connection, and each kind of
  * failure with its reason: refused, a bad override, an untrusted certificate,
- * a name the certificate does not carry, connecting after shutdown, and a
+ * a name the certificate does not carry, connecting after shutdown, a
+ * connect that gets no answer (a listener with a full accept queue), and a
  * loopback, link-local, multicast or DNS-pool address reached without an
  * override.
  */
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -297,6 +299,40 @@ static void test_upstream_get_failures(void **state)
     upstream_pool_destroy(p);
 }
 
+static void test_upstream_get_connect_timeout(void **state)
+{
+    (void)state;
+    /* A listener whose accept queue is full: its kernel drops further SYNs. */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    socklen_t sl = sizeof(a);
+    getsockname(lfd, (struct sockaddr *)&a, &sl);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    usleep(100000);
+    char full[32], err[256];
+    snprintf(full, sizeof(full), "127.0.0.1:%d", ntohs(a.sin_port));
+    struct upstream_pool *p;
+    assert_int_equal(upstream_pool_create(F->client_ctx, 300, 60000, &p), 0);
+    struct upstream_conn *c = NULL;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(upstream_get(p, "up.test", 443, true, full, &c, err, sizeof(err)), -ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_string_equal(err, "connect timed out");
+    long ms = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 250 && ms < 3000);
+    upstream_pool_destroy(p);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
 static void test_upstream_get_untrusted_ca(void **state)
 {
     (void)state;
@@ -319,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_upstream_get_drops_closed_idle_connection),
         cmocka_unit_test(test_upstream_get_resumes_tls_session),
         cmocka_unit_test(test_upstream_get_failures),
+        cmocka_unit_test(test_upstream_get_connect_timeout),
         cmocka_unit_test(test_upstream_get_untrusted_ca),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
