@@ -15,6 +15,8 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,10 +49,29 @@ static int set_clock(void *ctx, int64_t time_ns)
     return clock_settime(CLOCK_REALTIME, &ts) < 0 ? -errno : 0;
 }
 
+/*
+ * Set the host name, and name it in /etc/hosts (127.0.1.1) so that programs
+ * looking up their own host name find it locally instead of asking the host's
+ * DNS policy. A read-only or missing /etc only costs the hosts line.
+ */
 static int set_hostname(void *ctx, const char *name, size_t len)
 {
     (void)ctx;
-    return sethostname(name, len) < 0 ? -errno : 0;
+    if (sethostname(name, len) < 0)
+        return -errno;
+    char text[256];
+    int n = snprintf(text, sizeof(text), "127.0.0.1\tlocalhost\n127.0.1.1\t%.*s\n", (int)len, name);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return 0;
+    int fd =
+        open("/etc/hosts.capsem-tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return 0;
+    bool ok = write(fd, text, (size_t)n) == n;
+    ok &= close(fd) == 0;
+    if (!ok || rename("/etc/hosts.capsem-tmp", "/etc/hosts") < 0)
+        unlink("/etc/hosts.capsem-tmp");
+    return 0;
 }
 
 /* Connect to the host's vsock `port`; 0 and *out, or -errno after `tries` attempts. */
