@@ -1,5 +1,5 @@
 /*
- * Decoders over zlib (gzip, deflate) and brotli's streaming API. Output goes
+ * Decoders over zlib (gzip, deflate), brotli's and zstd's streaming APIs. Output goes
  * through a fixed stack buffer to the callback, so memory stays the
  * libraries' own window state however large the body.
  */
@@ -12,8 +12,10 @@
 #include <string.h>
 #include <strings.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #define OUT_CHUNK 16384
+#define DECODE_ZSTD_WINDOW_LOG 23 /* 8 MiB: a larger window is refused, bounding memory */
 
 struct decoder {
     enum decode_kind kind;
@@ -27,6 +29,7 @@ struct decoder {
     bool raw_retried; /* deflate: fell back to raw deflate */
     z_stream z;
     BrotliDecoderState *br;
+    ZSTD_DStream *zs;
 };
 
 int decode_kind_parse(const char *p, size_t len, enum decode_kind *out)
@@ -40,11 +43,8 @@ int decode_kind_parse(const char *p, size_t len, enum decode_kind *out)
     static const struct {
         const char *name;
         enum decode_kind kind;
-    } names[] = {{"identity", DECODE_IDENTITY},
-                 {"gzip", DECODE_GZIP},
-                 {"x-gzip", DECODE_GZIP},
-                 {"deflate", DECODE_DEFLATE},
-                 {"br", DECODE_BROTLI}};
+    } names[] = {{"identity", DECODE_IDENTITY}, {"gzip", DECODE_GZIP}, {"x-gzip", DECODE_GZIP},
+                 {"deflate", DECODE_DEFLATE},   {"br", DECODE_BROTLI}, {"zstd", DECODE_ZSTD}};
     if (len == 0) {
         *out = DECODE_IDENTITY;
         return 0;
@@ -89,6 +89,13 @@ int decode_create(enum decode_kind kind, uint64_t max_out, struct decoder **out)
         if (!d->br)
             rc = -ENOMEM;
         break;
+    case DECODE_ZSTD:
+        d->zs = ZSTD_createDStream();
+        if (!d->zs || ZSTD_isError(ZSTD_initDStream(d->zs)) ||
+            ZSTD_isError(
+                ZSTD_DCtx_setParameter(d->zs, ZSTD_d_windowLogMax, DECODE_ZSTD_WINDOW_LOG)))
+            rc = -ENOMEM;
+        break;
     }
     if (rc != 0)
         goto out;
@@ -107,6 +114,8 @@ void decode_destroy(struct decoder *d)
         inflateEnd(&d->z);
     if (d->br)
         BrotliDecoderDestroyInstance(d->br);
+    if (d->zs)
+        ZSTD_freeDStream(d->zs);
     free(d);
 }
 
@@ -225,6 +234,26 @@ static int feed_brotli(struct decoder *d, const uint8_t *p, size_t len, decode_o
     }
 }
 
+static int feed_zstd(struct decoder *d, const uint8_t *p, size_t len, decode_out_fn fn,
+                     void *opaque)
+{
+    uint8_t outb[OUT_CHUNK];
+    ZSTD_inBuffer in = {p, len, 0};
+    for (;;) {
+        ZSTD_outBuffer out = {outb, sizeof(outb), 0};
+        size_t r = ZSTD_decompressStream(d->zs, &out, &in);
+        if (ZSTD_isError(r))
+            return -EBADMSG; /* corrupt, or a window larger than we allow */
+        int rc = emit(d, outb, out.pos, fn, opaque);
+        if (rc != 0)
+            return rc;
+        /* 0: a frame ended exactly here (more frames may follow, as zstd allows) */
+        d->ended = r == 0;
+        if (in.pos == in.size && out.pos < out.size)
+            return 0;
+    }
+}
+
 int decode_feed(struct decoder *d, const uint8_t *p, size_t len, decode_out_fn fn, void *opaque)
 {
     if (d->err)
@@ -242,6 +271,9 @@ int decode_feed(struct decoder *d, const uint8_t *p, size_t len, decode_out_fn f
         break;
     case DECODE_BROTLI:
         rc = feed_brotli(d, p, len, fn, opaque);
+        break;
+    case DECODE_ZSTD:
+        rc = feed_zstd(d, p, len, fn, opaque);
         break;
     }
     d->err = rc;

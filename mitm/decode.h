@@ -1,5 +1,5 @@
 /*
- * Content-Encoding decoding for the model parsers: gzip, deflate and brotli
+ * Content-Encoding decoding for the model parsers: gzip, deflate, brotli and zstd
  * response bodies are inflated incrementally, as the proxy passes them on,
  * into a callback. Output is bounded: past `max_out` decoded bytes decoding
  * stops with -E2BIG. Nothing here does I/O.
@@ -15,12 +15,13 @@ enum decode_kind {
     DECODE_GZIP,
     DECODE_DEFLATE, /* zlib-wrapped, or raw deflate as some servers send */
     DECODE_BROTLI,
+    DECODE_ZSTD, /* frames with a window up to 8 MiB */
 };
 
 /*
  * The kind for a Content-Encoding value p[0..len) (case-insensitive,
- * surrounding whitespace ignored). -ENOTSUP for anything else (zstd, a list
- * of several codings).
+ * surrounding whitespace ignored). -ENOTSUP for anything else (compress, a
+ * list of several codings).
  */
 int decode_kind_parse(const char *p, size_t len, enum decode_kind *out);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 /* window_bits: 15+16 gzip, 15 zlib, -15 raw. Returns a malloc'd buffer, length in *out_len. */
 static __attribute__((unused)) uint8_t *ct_deflate(const void *in, size_t len, int window_bits,
@@ -43,6 +44,19 @@ static __attribute__((unused)) uint8_t *ct_brotli(const void *in, size_t len, si
         free(out);
         return NULL;
     }
+    return out;
+}
+
+static __attribute__((unused)) uint8_t *ct_zstd(const void *in, size_t len, size_t *out_len)
+{
+    size_t cap = ZSTD_compressBound(len);
+    uint8_t *out = malloc(cap);
+    size_t n = ZSTD_compress(out, cap, in, len, 3);
+    if (ZSTD_isError(n)) {
+        free(out);
+        return NULL;
+    }
+    *out_len = n;
     return out;
 }
 

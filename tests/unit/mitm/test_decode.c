@@ -1,5 +1,5 @@
 /*
- * unit.mitm.decode: gzip, zlib deflate, raw deflate and brotli bodies
+ * unit.mitm.decode: gzip, zlib deflate, raw deflate, brotli and zstd bodies
  * decoded fed whole, split at every byte and byte by byte; Content-Encoding
  * names; what each kind of bad input gives: corrupt data -EBADMSG (and the
  * same error after), bytes after the end -EBADMSG, a cut stream -EPIPE at
@@ -102,6 +102,58 @@ static void test_decode_feed_brotli(void **state)
     free(plain);
 }
 
+static void test_decode_feed_zstd(void **state)
+{
+    (void)state;
+    size_t plen, n, n2;
+    char *plain = plain_text(&plen);
+    uint8_t *enc = ct_zstd(plain, plen, &n);
+    assert_non_null(enc);
+    check_kind(DECODE_ZSTD, enc, n, plain, plen);
+    /* two frames back to back are one body */
+    uint8_t *one = ct_zstd(plain, 1000, &n2);
+    uint8_t *two = malloc(n2 * 2);
+    memcpy(two, one, n2);
+    memcpy(two + n2, one, n2);
+    char *twice = malloc(2000);
+    memcpy(twice, plain, 1000);
+    memcpy(twice + 1000, plain, 1000);
+    check_kind(DECODE_ZSTD, two, 2 * n2, twice, 2000);
+    /* cut short, corrupt */
+    struct decoder *d = NULL;
+    struct sinkbuf s = {.p = malloc(4 * plen), .cap = 4 * plen};
+    assert_int_equal(decode_create(DECODE_ZSTD, UINT64_MAX, &d), 0);
+    assert_int_equal(decode_feed(d, enc, n / 2, collect, &s), 0);
+    assert_int_equal(decode_finish(d), -EPIPE);
+    decode_destroy(d);
+    const uint8_t junk[] = "<html>502</html>";
+    assert_int_equal(decode_create(DECODE_ZSTD, UINT64_MAX, &d), 0);
+    assert_int_equal(decode_feed(d, junk, sizeof(junk) - 1, collect, &s), -EBADMSG);
+    decode_destroy(d);
+    /* a frame whose window is larger than 8 MiB is refused, not allocated */
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, 26);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_enableLongDistanceMatching, 1);
+    size_t big_len = 40u << 20;
+    char *big = calloc(1, big_len);
+    uint8_t *bigz = malloc(ZSTD_compressBound(big_len));
+    size_t bn = ZSTD_compress2(cc, bigz, ZSTD_compressBound(big_len), big, big_len);
+    assert_false(ZSTD_isError(bn));
+    s.len = 0;
+    assert_int_equal(decode_create(DECODE_ZSTD, UINT64_MAX, &d), 0);
+    assert_int_equal(decode_feed(d, bigz, bn, NULL, NULL), -EBADMSG);
+    decode_destroy(d);
+    ZSTD_freeCCtx(cc);
+    free(big);
+    free(bigz);
+    free(s.p);
+    free(twice);
+    free(two);
+    free(one);
+    free(enc);
+    free(plain);
+}
+
 static void test_decode_feed_identity(void **state)
 {
     (void)state;
@@ -121,7 +173,9 @@ static void test_decode_kind_parse_names(void **state)
     assert_int_equal(k, DECODE_DEFLATE);
     assert_int_equal(decode_kind_parse("", 0, &k), 0);
     assert_int_equal(k, DECODE_IDENTITY);
-    assert_int_equal(decode_kind_parse("zstd", 4, &k), -ENOTSUP);
+    assert_int_equal(decode_kind_parse("zstd", 4, &k), 0);
+    assert_int_equal(k, DECODE_ZSTD);
+    assert_int_equal(decode_kind_parse("compress", 8, &k), -ENOTSUP);
     assert_int_equal(decode_kind_parse("gzip, br", 8, &k), -ENOTSUP);
 }
 
@@ -223,6 +277,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_feed_gzip_deflate_raw),
         cmocka_unit_test(test_decode_feed_brotli),
+        cmocka_unit_test(test_decode_feed_zstd),
         cmocka_unit_test(test_decode_feed_identity),
         cmocka_unit_test(test_decode_kind_parse_names),
         cmocka_unit_test(test_decode_feed_corrupt),

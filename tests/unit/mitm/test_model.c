@@ -113,6 +113,12 @@ static void test_model_parser_response_compressed(void **state)
     assert_string_equal(r, plain);
     free(r);
     free(br);
+    uint8_t *zs = ct_zstd(SSE, strlen(SSE), &n);
+    x = anthropic(zs, n, "text/event-stream", "zstd");
+    r = mt_run_all_splits(&x);
+    assert_string_equal(r, plain);
+    free(r);
+    free(zs);
 }
 
 static void test_model_parser_bad_encoding(void **state)
@@ -134,8 +140,8 @@ static void test_model_parser_bad_encoding(void **state)
     mt_run(&x, MT_WHOLE, out, sizeof(out));
     assert_has(out, "req=claude-opus-4-5 ans=(null) ");
     assert_has(out, "pe=1");
-    /* an encoding not decoded (zstd): the request is still parsed, the response marked */
-    x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", "zstd");
+    /* an encoding not decoded (compress): the request is still parsed, the response marked */
+    x = anthropic((const uint8_t *)SSE, strlen(SSE), "text/event-stream", "compress");
     mt_run(&x, MT_WHOLE, out, sizeof(out));
     assert_has(out, "req=claude-opus-4-5 ans=(null) id=(null) stream=1 http=200 ");
     assert_has(out, "pe=1");
