@@ -659,6 +659,47 @@ void model_parser_destroy(struct model_parser *p)
     free(p);
 }
 
+void model_parser_request_head(struct model_parser *p, const char *content_encoding,
+                               size_t content_encoding_len)
+{
+    if (content_encoding &&
+        decode_kind_parse(content_encoding, content_encoding_len, &p->req_kind) != 0)
+        p->req_kind_bad = true;
+}
+
+static void collect_req(void *opaque, const uint8_t *data, size_t len)
+{
+    struct buf *b = opaque;
+    size_t room = b->cap - b->len;
+    if (buf_append(b, data, len < room ? len : room) != 0)
+        b->len = b->cap; /* no memory: treat as full */
+}
+
+/* Replace a compressed request body by its decoded form (bounded); false when it cannot be. */
+static bool decode_request(struct model_parser *p)
+{
+    if (p->req_kind_bad) {
+        p->req.len = 0; /* compressed in a way we cannot read: nothing to parse */
+        return false;
+    }
+    if (p->req_kind == DECODE_IDENTITY)
+        return true;
+    struct decoder *d = NULL;
+    struct buf out;
+    buf_init(&out, p->req.cap);
+    bool ok = decode_create(p->req_kind, p->req.cap, &d) == 0;
+    int rc = ok ? decode_feed(d, p->req.data, p->req.len, collect_req, &out) : -ENOMEM;
+    if (rc == -E2BIG)
+        p->call.truncated = true;
+    ok = ok && (rc == 0 || rc == -E2BIG);
+    if (ok && rc == 0 && decode_finish(d) != 0 && p->req_total == p->req.len)
+        ok = false; /* the whole body came and still ended early: corrupt */
+    decode_destroy(d);
+    buf_fini(&p->req);
+    p->req = out; /* what decoded, even after a failure, for the prefix scan */
+    return ok;
+}
+
 void model_parser_request(struct model_parser *p, const uint8_t *data, size_t len)
 {
     p->req_total += len;
@@ -836,6 +877,8 @@ static void parse_request(struct model_parser *p)
 {
     if (p->req_total > p->req.len)
         p->call.truncated = true;
+    if (!decode_request(p))
+        p->call.parse_error = true;
     if (p->req.len == 0)
         return;
     json_t *root = json_loadb((const char *)p->req.data, p->req.len, 0, NULL);

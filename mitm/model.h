@@ -12,6 +12,7 @@
  *
  *   if (model_detect(hosts, host, method, target, target_len, &route))
  *       model_parser_create(&route, NULL, head_arrival_us, &mp);
+ *   model_parser_request_head(mp, ce, ce_len);       // when the request has one
  *   model_parser_request(mp, body, n);               // request body, de-chunked
  *   model_parser_response_head(mp, status, ct, ct_len, ce, ce_len);
  *   model_parser_response(mp, body, n, now_us);      // response body, de-chunked
@@ -100,6 +101,14 @@ __attribute__((warn_unused_result)) int model_parser_create(const struct model_r
                                                             struct model_parser **out);
 /* Free the parser and every string of its result; accepts NULL. */
 void model_parser_destroy(struct model_parser *p);
+
+/*
+ * The request's Content-Encoding value (a slice; optional, before the body):
+ * a compressed request body (gzip, deflate, br, zstd) is decoded at finish,
+ * up to the same cap. An unknown coding marks the result parse_error.
+ */
+void model_parser_request_head(struct model_parser *p, const char *content_encoding,
+                               size_t content_encoding_len);
 
 /* Request body bytes (de-chunked, as sent). Past the cap the rest is counted, not kept. */
 void model_parser_request(struct model_parser *p, const uint8_t *data, size_t len);

@@ -67,6 +67,8 @@ struct model_parser {
     /* request */
     struct buf req;
     uint64_t req_total;
+    enum decode_kind req_kind; /* the request's Content-Encoding */
+    bool req_kind_bad;
     /* response */
     bool sse;
     bool sniff; /* no JSON or SSE content type: the first bytes decide */

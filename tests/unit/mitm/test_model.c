@@ -444,6 +444,55 @@ static void test_model_parser_ttft_first_content(void **state)
         ttft_of("api.anthropic.com", "/v1/messages", "text/event-stream", e, "data:", NULL), 100);
 }
 
+static void test_model_parser_request_compressed(void **state)
+{
+    (void)state;
+    const char *req = "{\"model\":\"gpt-5.5\",\"stream\":true,\"input\":[{\"type\":"
+                      "\"function_call_output\",\"call_id\":\"call_9\",\"output\":\"done\"}]}";
+    struct model_route r;
+    assert_true(model_detect(NULL, "api.openai.com", "POST", "/v1/responses", 13, &r));
+    size_t n;
+    uint8_t *z = ct_zstd(req, strlen(req), &n);
+    uint8_t *g = NULL;
+    /* zstd and gzip request bodies, fed byte by byte */
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *body = z;
+        size_t bl = n;
+        const char *ce = "zstd";
+        if (k == 1) {
+            g = ct_deflate(req, strlen(req), 15 + 16, &bl);
+            body = g;
+            ce = "gzip";
+        }
+        struct model_parser *p = NULL;
+        assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+        model_parser_request_head(p, ce, strlen(ce));
+        for (size_t i = 0; i < bl; i++)
+            model_parser_request(p, body + i, 1);
+        struct model_call *c = model_parser_finish(p, false, 1);
+        assert_string_equal(c->model_requested, "gpt-5.5");
+        assert_true(c->stream);
+        assert_int_equal(c->n_tool_results, 1);
+        assert_string_equal(c->tool_results[0].id, "call_9");
+        assert_false(c->parse_error);
+        model_parser_destroy(p);
+    }
+    /* plain JSON labelled zstd, and an unknown coding: marked, nothing invented */
+    const char *labels[] = {"zstd", "compress"};
+    for (int k = 0; k < 2; k++) {
+        struct model_parser *p = NULL;
+        assert_int_equal(model_parser_create(&r, NULL, 0, &p), 0);
+        model_parser_request_head(p, labels[k], strlen(labels[k]));
+        model_parser_request(p, (const uint8_t *)req, strlen(req));
+        struct model_call *c = model_parser_finish(p, false, 1);
+        assert_true(c->parse_error);
+        assert_int_equal(c->n_tool_results, 0);
+        model_parser_destroy(p);
+    }
+    free(z);
+    free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -458,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_model_parser_argument_caps),
         cmocka_unit_test(test_model_parser_sniffed_content_type),
         cmocka_unit_test(test_model_parser_ttft_first_content),
+        cmocka_unit_test(test_model_parser_request_compressed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
