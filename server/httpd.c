@@ -47,11 +47,6 @@ struct pending {
 
 /* ---- request head parsing (sniffer) ---- */
 
-struct head {
-    char buf[HTTPD_HEAD_MAX + 1];
-    const char *method, *path, *host, *origin, *authorization, *cookie, *upgrade;
-};
-
 struct httpd {
     struct api *api;
     unsigned port;
@@ -62,8 +57,8 @@ struct httpd {
     pthread_t sniffer;
     bool sniffer_started;
     struct pending pend[HTTPD_PENDING_MAX];
-    bool accept_paused; /* every pend[] slot busy: listen fd out of epoll's read set */
-    struct head head;   /* the sniffer's parse buffer */
+    bool accept_paused;     /* every pend[] slot busy: listen fd out of epoll's read set */
+    struct httpd_head head; /* the sniffer's parse buffer */
 
     struct MHD_Daemon *mhd;
 
@@ -123,7 +118,7 @@ static char *trim(char *s)
 }
 
 /* Parse the complete head raw[0..len) into h (strings point into h->buf). 0 or -EINVAL. */
-static int head_parse(struct head *h, const char *raw, size_t len)
+static int head_parse(struct httpd_head *h, const char *raw, size_t len)
 {
     memset(h, 0, sizeof(*h));
     if (len > HTTPD_HEAD_MAX)
@@ -557,6 +552,29 @@ static bool is_upper(char c)
 }
 
 /* Look at what p has sent so far and route it when the head says enough. */
+enum httpd_sniff httpd_sniff_route(const char *buf, size_t len, struct httpd_head *head,
+                                   size_t *head_len)
+{
+    if (len == 0)
+        return HTTPD_SNIFF_WAIT;
+    if (!is_upper(buf[0]))
+        return HTTPD_SNIFF_REST;
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end) {
+        /* Only a GET can be an upgrade: route anything else as soon as the
+         * method is known, and an over-long head to MHD to refuse. */
+        const char *sp = memchr(buf, ' ', len);
+        if (len >= HTTPD_HEAD_MAX || (sp && !(sp - buf == 3 && !memcmp(buf, "GET", 3))))
+            return HTTPD_SNIFF_REST;
+        return HTTPD_SNIFF_WAIT;
+    }
+    size_t hl = (size_t)(end - buf) + 4;
+    if (head_parse(head, buf, hl) < 0 || !head->upgrade || !strcasestr(head->upgrade, "websocket"))
+        return HTTPD_SNIFF_REST;
+    *head_len = hl;
+    return HTTPD_SNIFF_UPGRADE;
+}
+
 static void sniff(struct httpd *h, struct pending *p)
 {
     char buf[HTTPD_HEAD_MAX];
@@ -567,26 +585,16 @@ static void sniff(struct httpd *h, struct pending *p)
         pending_close(h, p);
         return;
     }
-    size_t len = (size_t)n;
-    if (!is_upper(buf[0])) {
+    struct httpd_head *hd = &h->head;
+    size_t head_len = 0;
+    switch (httpd_sniff_route(buf, (size_t)n, hd, &head_len)) {
+    case HTTPD_SNIFF_WAIT:
+        return;
+    case HTTPD_SNIFF_REST:
         to_mhd(h, p);
         return;
-    }
-    const char *end = memmem(buf, len, "\r\n\r\n", 4);
-    if (!end) {
-        /* Only a GET can be an upgrade: route anything else as soon as the
-         * method is known, and an over-long head to MHD to refuse. */
-        const char *sp = memchr(buf, ' ', len);
-        if (len == sizeof(buf) || (sp && !(sp - buf == 3 && !memcmp(buf, "GET", 3))))
-            to_mhd(h, p);
-        return;
-    }
-    size_t head_len = (size_t)(end - buf) + 4;
-    struct head *hd = &h->head;
-    if (head_parse(hd, buf, head_len) < 0 || !hd->upgrade ||
-        !strcasestr(hd->upgrade, "websocket")) {
-        to_mhd(h, p);
-        return;
+    case HTTPD_SNIFF_UPGRADE:
+        break;
     }
     struct api_req req = {
         .method = hd->method,

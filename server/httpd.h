@@ -33,6 +33,28 @@ struct httpd_opts {
 
 struct httpd;
 
+/* A parsed request head; the strings point into buf and are NULL when absent. */
+struct httpd_head {
+    char buf[HTTPD_HEAD_MAX + 1];
+    const char *method, *path, *host, *origin, *authorization, *cookie, *upgrade;
+};
+
+enum httpd_sniff {
+    HTTPD_SNIFF_WAIT,    /* not enough bytes yet */
+    HTTPD_SNIFF_REST,    /* hand to libmicrohttpd */
+    HTTPD_SNIFF_UPGRADE, /* a complete WebSocket upgrade head, parsed into *head */
+};
+
+/*
+ * The sniffer's decision on the first buf[0..len) bytes of a connection (no
+ * I/O). On HTTPD_SNIFF_UPGRADE, *head is filled (path without the query;
+ * a repeated Host, Origin, Authorization, Cookie or Upgrade header makes the
+ * head go to REST instead) and *head_len is the head's length with its
+ * blank line. Thread-safe; `head` is the caller's.
+ */
+enum httpd_sniff httpd_sniff_route(const char *buf, size_t len, struct httpd_head *head,
+                                   size_t *head_len);
+
 /*
  * Bind, listen and start the three threads. 0 with *out set, or -errno with
  * a one-line reason in err[0..errlen) (nothing left running).
