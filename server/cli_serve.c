@@ -190,13 +190,13 @@ int cli_serve_main(int argc, char **argv)
         fprintf(stderr, "capsem serve: cannot make a login code\n");
         goto out;
     }
-    bool v6 = strchr(o.addr, ':') != NULL;
+    /* A wildcard bind is reached through loopback from this machine. */
     const char *url_host = o.addr;
     if (!strcmp(o.addr, "0.0.0.0"))
         url_host = "127.0.0.1";
     else if (!strcmp(o.addr, "::"))
         url_host = "::1";
-    v6 = strchr(url_host, ':') != NULL;
+    bool v6 = strchr(url_host, ':') != NULL;
     printf("http://%s%s%s:%u/login?t=%s\n", v6 ? "[" : "", url_host, v6 ? "]" : "", httpd_port(h),
            code);
     fflush(stdout);
