@@ -2,15 +2,18 @@
  * The session database writer. telemetry_open() creates or migrates one
  * SQLite file (WAL, synchronous=NORMAL) from the embedded
  * schemas/telemetry/NNNN_*.sql and starts one writer thread. Producers (the
- * proxy, the DNS service, later the model parsers and the MCP gateway) call
- * the sink from any thread: the event and its strings are copied into one
- * allocation and appended to a bounded queue; a full queue drops the event
- * and counts it, so a producer never waits for the disk. The writer takes up
- * to BATCH_MAX events, or what arrived within ~50 ms, and commits them in one
- * transaction through prepared statements. Before binding, every string is
- * scrubbed of text shaped like an API key or a bearer token, and header JSON
- * loses the values of credential headers: producers redact first, this is the
- * second line of defence.
+ * proxy, the DNS service, the model parsers, later the MCP gateway) call the
+ * sink from any thread: the event, its tool-call arrays and its strings are
+ * copied into one allocation and appended to a bounded queue; a full queue
+ * drops the event and counts it, so a producer never waits for the disk. The
+ * writer takes up to BATCH_MAX events, or what arrived within ~50 ms, and
+ * commits them in one transaction through prepared statements; the same
+ * transaction keeps the one-row session_totals current (requests, model
+ * calls, tokens, cost, last activity), and a model call lands with its tool
+ * calls and results or not at all (a savepoint). Before binding, every string
+ * is scrubbed of text shaped like an API key or a bearer token, and header
+ * JSON (and tool-call arguments) loses the values of credential headers:
+ * producers redact first, this is the second line of defence.
  */
 #include "telemetry.h"
 
@@ -22,6 +25,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdbool.h>
@@ -48,7 +52,7 @@
 #define TELEMETRY_APP_ID 0x43707353
 #define REDACTED "[redacted]"
 
-enum qkind { Q_NET, Q_DNS };
+enum qkind { Q_NET, Q_DNS, Q_MODEL };
 
 /* One queued event: the event with its strings copied behind it, one allocation. */
 struct qevent {
@@ -57,6 +61,7 @@ struct qevent {
     union {
         struct net_event net;
         struct dns_event dns;
+        struct model_call model;
     } u;
     char strings[];
 };
@@ -65,6 +70,10 @@ struct telemetry {
     sqlite3 *db;           /* used by telemetry_open, then only by the writer */
     sqlite3_stmt *ins_net; /* likewise */
     sqlite3_stmt *ins_dns;
+    sqlite3_stmt *ins_model;
+    sqlite3_stmt *ins_tool_call;
+    sqlite3_stmt *ins_tool_result;
+    sqlite3_stmt *upd_totals;
     pthread_t writer;
     bool writer_started;
 
@@ -343,6 +352,177 @@ static const char INSERT_NET[] =
 static const char INSERT_DNS[] = "INSERT INTO dns_events (time_us, name, type, decision, rule,"
                                  " answer) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
+static const char INSERT_MODEL[] =
+    "INSERT INTO model_calls (time_us, process, pid, host, path, provider, api, model_requested,"
+    " model_answered, response_id, stream, http_status, status, error_type, error_message,"
+    " stop_reason, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
+    " reasoning_tokens, message_count, tool_count, tool_call_count, tool_result_count,"
+    " system_preview, ttft_us, duration_us, cost_usd, cost_known, trace_id, turn, parse_error,"
+    " truncated)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,"
+    " ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)";
+static const char INSERT_TOOL_CALL[] = "INSERT INTO tool_calls (model_call_id, idx, call_id, name,"
+                                       " arguments) VALUES (?1, ?2, ?3, ?4, ?5)";
+static const char INSERT_TOOL_RESULT[] = "INSERT INTO tool_results (model_call_id, idx, call_id,"
+                                         " is_error, preview) VALUES (?1, ?2, ?3, ?4, ?5)";
+static const char UPDATE_TOTALS[] =
+    "UPDATE session_totals SET requests = requests + ?1, model_calls = model_calls + ?2,"
+    " input_tokens = input_tokens + ?3, output_tokens = output_tokens + ?4,"
+    " cache_read_tokens = cache_read_tokens + ?5, cache_write_tokens = cache_write_tokens + ?6,"
+    " cost_usd = cost_usd + ?7, unpriced_calls = unpriced_calls + ?8,"
+    " last_time_us = max(coalesce(last_time_us, ?9), ?9) WHERE id = 1";
+
+/* What one batch adds to session_totals. */
+struct totals {
+    int64_t requests, model_calls, input, output, cache_read, cache_write, unpriced;
+    double cost;
+    int64_t last_time_us;
+    bool any;
+};
+
+static int64_t known(int64_t v)
+{
+    return v > 0 ? v : 0;
+}
+
+static void totals_add(struct totals *tt, const struct qevent *e)
+{
+    int64_t time_us;
+
+    if (e->kind == Q_NET) {
+        tt->requests++;
+        time_us = e->u.net.time_us;
+    } else if (e->kind == Q_MODEL) {
+        const struct model_call *m = &e->u.model;
+
+        tt->model_calls++;
+        tt->input += known(m->input_tokens);
+        tt->output += known(m->output_tokens);
+        tt->cache_read += known(m->cache_read_tokens);
+        tt->cache_write += known(m->cache_write_tokens);
+        if (m->cost_known)
+            tt->cost += m->cost_usd;
+        else
+            tt->unpriced++;
+        time_us = m->time_us;
+    } else {
+        return;
+    }
+    if (!tt->any || time_us > tt->last_time_us)
+        tt->last_time_us = time_us;
+    tt->any = true;
+}
+
+/* A count the provider may not have reported (negative): NULL then. */
+static int bind_count(sqlite3_stmt *st, int idx, int64_t v)
+{
+    int rc = v < 0 ? sqlite3_bind_null(st, idx) : sqlite3_bind_int64(st, idx, v);
+
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+static int bind_model(sqlite3_stmt *st, const struct model_call *e)
+{
+    int rc;
+
+    if (sqlite3_bind_int64(st, 1, e->time_us) || sqlite3_bind_int64(st, 3, e->pid) ||
+        sqlite3_bind_int(st, 11, e->stream ? 1 : 0) || sqlite3_bind_int(st, 12, e->http_status) ||
+        sqlite3_bind_int64(st, 24, (int64_t)e->n_tool_calls) ||
+        sqlite3_bind_int64(st, 25, (int64_t)e->n_tool_results) ||
+        sqlite3_bind_int64(st, 28, e->duration_us) ||
+        (e->cost_known ? sqlite3_bind_double(st, 29, e->cost_usd) : sqlite3_bind_null(st, 29)) ||
+        sqlite3_bind_int(st, 30, e->cost_known ? 1 : 0) ||
+        (e->trace_id ? sqlite3_bind_int64(st, 31, e->trace_id) : sqlite3_bind_null(st, 31)) ||
+        (e->trace_id ? sqlite3_bind_int(st, 32, e->turn) : sqlite3_bind_null(st, 32)) ||
+        sqlite3_bind_int(st, 33, e->parse_error ? 1 : 0) ||
+        sqlite3_bind_int(st, 34, e->truncated ? 1 : 0))
+        return -EIO;
+    if ((rc = bind_count(st, 17, e->input_tokens)) || (rc = bind_count(st, 18, e->output_tokens)) ||
+        (rc = bind_count(st, 19, e->cache_read_tokens)) ||
+        (rc = bind_count(st, 20, e->cache_write_tokens)) ||
+        (rc = bind_count(st, 21, e->reasoning_tokens)) ||
+        (rc = bind_count(st, 22, e->message_count)) || (rc = bind_count(st, 23, e->tool_count)) ||
+        (rc = bind_count(st, 27, e->ttft_us)))
+        return rc;
+    if ((rc = bind_str(st, 2, e->process, false)) || (rc = bind_str(st, 4, e->host, false)) ||
+        (rc = bind_str(st, 5, e->path, false)) || (rc = bind_str(st, 6, e->provider, false)) ||
+        (rc = bind_str(st, 7, e->api, false)) ||
+        (rc = bind_str(st, 8, e->model_requested, false)) ||
+        (rc = bind_str(st, 9, e->model_answered, false)) ||
+        (rc = bind_str(st, 10, e->response_id, false)) ||
+        (rc = bind_str(st, 13, e->status, false)) ||
+        (rc = bind_str(st, 14, e->error_type, false)) ||
+        (rc = bind_str(st, 15, e->error_message, false)) ||
+        (rc = bind_str(st, 16, e->stop_reason, false)) ||
+        (rc = bind_str(st, 26, e->system_preview, false)))
+        return rc;
+    return 0;
+}
+
+/* Run a prepared statement once and reset it. 0 or -EIO. */
+static int step_reset(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static void unbind(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+/* The model call row, then its tool calls and results (inside the caller's savepoint). */
+static int insert_model(struct telemetry *t, const struct model_call *m)
+{
+    sqlite3_int64 row;
+    int rc = bind_model(t->ins_model, m);
+
+    if (rc) {
+        unbind(t->ins_model);
+        return rc;
+    }
+    rc = step_reset(t->ins_model);
+    if (rc)
+        return rc;
+    row = sqlite3_last_insert_rowid(t->db);
+    for (size_t i = 0; i < m->n_tool_calls; i++) {
+        const struct model_tool_call *c = &m->tool_calls[i];
+        sqlite3_stmt *st = t->ins_tool_call;
+
+        if (sqlite3_bind_int64(st, 1, row) || sqlite3_bind_int64(st, 2, (int64_t)i))
+            rc = -EIO;
+        if (!rc && !(rc = bind_str(st, 3, c->id, false)) && !(rc = bind_str(st, 4, c->name, false)))
+            rc = bind_str(st, 5, c->arguments, true);
+        if (rc) {
+            unbind(st);
+            return rc;
+        }
+        if ((rc = step_reset(st)))
+            return rc;
+    }
+    for (size_t i = 0; i < m->n_tool_results; i++) {
+        const struct model_tool_result *r = &m->tool_results[i];
+        sqlite3_stmt *st = t->ins_tool_result;
+
+        if (sqlite3_bind_int64(st, 1, row) || sqlite3_bind_int64(st, 2, (int64_t)i) ||
+            sqlite3_bind_int(st, 4, r->is_error ? 1 : 0))
+            rc = -EIO;
+        if (!rc && !(rc = bind_str(st, 3, r->id, false)))
+            rc = bind_str(st, 5, r->preview, false);
+        if (rc) {
+            unbind(st);
+            return rc;
+        }
+        if ((rc = step_reset(st)))
+            return rc;
+    }
+    return 0;
+}
+
 static int bind_net(sqlite3_stmt *st, const struct net_event *e)
 {
     int rc = 0;
@@ -377,12 +557,30 @@ static int bind_dns(sqlite3_stmt *st, const struct dns_event *e)
     return 0;
 }
 
-/* Insert one event inside the open transaction. 0 or -errno. */
+/* Insert one event inside the open transaction, all of it or nothing. 0 or -errno. */
 static int insert_one(struct telemetry *t, const struct qevent *e)
 {
-    sqlite3_stmt *st = e->kind == Q_NET ? t->ins_net : t->ins_dns;
-    int rc = e->kind == Q_NET ? bind_net(st, &e->u.net) : bind_dns(st, &e->u.dns);
+    sqlite3_stmt *st;
+    int rc;
 
+    if (e->kind == Q_MODEL) {
+        if (sqlite3_exec(t->db, "SAVEPOINT model", NULL, NULL, NULL) != SQLITE_OK) {
+            LOG_ERR("telemetry: insert failed: %s", sqlite3_errmsg(t->db));
+            return -EIO;
+        }
+        rc = insert_model(t, &e->u.model);
+        if (rc == -EIO)
+            LOG_ERR("telemetry: insert failed: %s", sqlite3_errmsg(t->db));
+        else if (rc)
+            LOG_ERR("telemetry: insert failed: %s", strerror(-rc));
+        if (rc)
+            sqlite3_exec(t->db, "ROLLBACK TO model", NULL, NULL, NULL);
+        if (sqlite3_exec(t->db, "RELEASE model", NULL, NULL, NULL) != SQLITE_OK && !rc)
+            rc = -EIO;
+        return rc;
+    }
+    st = e->kind == Q_NET ? t->ins_net : t->ins_dns;
+    rc = e->kind == Q_NET ? bind_net(st, &e->u.net) : bind_dns(st, &e->u.dns);
     if (rc == 0 && sqlite3_step(st) != SQLITE_DONE)
         rc = -EIO;
     if (rc == -EIO)
@@ -431,9 +629,32 @@ static int exec_waiting(struct telemetry *t, const char *sql)
     return 0;
 }
 
+/* Add what the batch stored to session_totals. 0 or -EIO. */
+static int update_totals(struct telemetry *t, const struct totals *tt)
+{
+    sqlite3_stmt *st = t->upd_totals;
+
+    if (!tt->any)
+        return 0;
+    if (sqlite3_bind_int64(st, 1, tt->requests) || sqlite3_bind_int64(st, 2, tt->model_calls) ||
+        sqlite3_bind_int64(st, 3, tt->input) || sqlite3_bind_int64(st, 4, tt->output) ||
+        sqlite3_bind_int64(st, 5, tt->cache_read) || sqlite3_bind_int64(st, 6, tt->cache_write) ||
+        sqlite3_bind_double(st, 7, tt->cost) || sqlite3_bind_int64(st, 8, tt->unpriced) ||
+        sqlite3_bind_int64(st, 9, tt->last_time_us)) {
+        unbind(st);
+        return -EIO;
+    }
+    if (step_reset(st) != 0 || sqlite3_changes(t->db) != 1) {
+        LOG_ERR("telemetry: session totals not updated: %s", sqlite3_errmsg(t->db));
+        return -EIO;
+    }
+    return 0;
+}
+
 /* Store `n` events in one transaction. Returns how many were lost (0 on success). */
 static size_t write_batch(struct telemetry *t, struct qevent **batch, size_t n, int *err)
 {
+    struct totals tt = {0};
     size_t lost = 0;
 
     if (exec_waiting(t, "BEGIN IMMEDIATE") != 0) {
@@ -446,7 +667,15 @@ static size_t write_batch(struct telemetry *t, struct qevent **batch, size_t n, 
         if (rc) {
             lost++;
             *err = rc;
+        } else {
+            totals_add(&tt, batch[i]);
         }
+    }
+    /* Totals that disagree with the rows are worse than a lost batch. */
+    if (update_totals(t, &tt) != 0) {
+        sqlite3_exec(t->db, "ROLLBACK", NULL, NULL, NULL);
+        *err = -EIO;
+        return n;
     }
     if (exec_waiting(t, "COMMIT") != 0) {
         sqlite3_exec(t->db, "ROLLBACK", NULL, NULL, NULL);
@@ -597,6 +826,84 @@ static struct qevent *copy_dns(const struct dns_event *ev)
     return e;
 }
 
+/* The arrays of a model call sit at the start of strings[], pointer aligned. */
+_Static_assert(sizeof(struct model_tool_call) % _Alignof(struct model_tool_result) == 0,
+               "tool result array follows the tool call array");
+_Static_assert(offsetof(struct qevent, strings) % _Alignof(struct model_tool_call) == 0,
+               "tool call array starts the string area");
+
+static struct qevent *copy_model(const struct model_call *ev)
+{
+    size_t total = 0, calls, results;
+    struct model_tool_call *tc;
+    struct model_tool_result *tr;
+    struct model_call *m;
+    struct qevent *e;
+    char *p;
+
+    /* Arrays the parser bounds; a count without its array is taken as empty. */
+    calls = ev->tool_calls ? ev->n_tool_calls : 0;
+    results = ev->tool_results ? ev->n_tool_results : 0;
+    if (calls > QUEUE_BYTES_MAX / sizeof(*tc) || results > QUEUE_BYTES_MAX / sizeof(*tr))
+        return NULL;
+    total = calls * sizeof(*tc) + results * sizeof(*tr);
+    if (!add_len(&total, ev->process) || !add_len(&total, ev->host) || !add_len(&total, ev->path) ||
+        !add_len(&total, ev->provider) || !add_len(&total, ev->api) ||
+        !add_len(&total, ev->model_requested) || !add_len(&total, ev->model_answered) ||
+        !add_len(&total, ev->response_id) || !add_len(&total, ev->status) ||
+        !add_len(&total, ev->error_type) || !add_len(&total, ev->error_message) ||
+        !add_len(&total, ev->stop_reason) || !add_len(&total, ev->system_preview))
+        return NULL;
+    for (size_t i = 0; i < calls; i++)
+        if (!add_len(&total, ev->tool_calls[i].id) || !add_len(&total, ev->tool_calls[i].name) ||
+            !add_len(&total, ev->tool_calls[i].arguments))
+            return NULL;
+    for (size_t i = 0; i < results; i++)
+        if (!add_len(&total, ev->tool_results[i].id) ||
+            !add_len(&total, ev->tool_results[i].preview))
+            return NULL;
+    if (total > SIZE_MAX - sizeof(*e))
+        return NULL;
+    e = malloc(sizeof(*e) + total);
+    if (!e)
+        return NULL;
+    e->kind = Q_MODEL;
+    e->bytes = sizeof(*e) + total;
+    m = &e->u.model;
+    *m = *ev;
+    tc = (struct model_tool_call *)(void *)e->strings;
+    tr = (struct model_tool_result *)(void *)(e->strings + calls * sizeof(*tc));
+    p = e->strings + calls * sizeof(*tc) + results * sizeof(*tr);
+    m->process = put_str(&p, ev->process);
+    m->host = put_str(&p, ev->host);
+    m->path = put_str(&p, ev->path);
+    m->provider = put_str(&p, ev->provider);
+    m->api = put_str(&p, ev->api);
+    m->model_requested = put_str(&p, ev->model_requested);
+    m->model_answered = put_str(&p, ev->model_answered);
+    m->response_id = put_str(&p, ev->response_id);
+    m->status = put_str(&p, ev->status);
+    m->error_type = put_str(&p, ev->error_type);
+    m->error_message = put_str(&p, ev->error_message);
+    m->stop_reason = put_str(&p, ev->stop_reason);
+    m->system_preview = put_str(&p, ev->system_preview);
+    for (size_t i = 0; i < calls; i++) {
+        tc[i].id = put_str(&p, ev->tool_calls[i].id);
+        tc[i].name = put_str(&p, ev->tool_calls[i].name);
+        tc[i].arguments = put_str(&p, ev->tool_calls[i].arguments);
+    }
+    for (size_t i = 0; i < results; i++) {
+        tr[i].id = put_str(&p, ev->tool_results[i].id);
+        tr[i].is_error = ev->tool_results[i].is_error;
+        tr[i].preview = put_str(&p, ev->tool_results[i].preview);
+    }
+    m->tool_calls = calls ? tc : NULL;
+    m->n_tool_calls = calls;
+    m->tool_results = results ? tr : NULL;
+    m->n_tool_results = results;
+    return e;
+}
+
 /* Count a dropped event; log the total at most once a second. */
 static void count_drop(struct telemetry *t)
 {
@@ -660,9 +967,22 @@ static void sink_dns_cb(void *opaque, const struct dns_event *ev)
         enqueue(t, copy_dns(ev));
 }
 
+static void sink_model_cb(void *opaque, const struct model_call *ev)
+{
+    struct telemetry *t = opaque;
+
+    if (!ev)
+        return;
+    if (looks_full(t))
+        count_drop(t);
+    else
+        enqueue(t, copy_model(ev));
+}
+
 static const struct sink_ops telemetry_sink_ops = {
     .net = sink_net_cb,
     .dns = sink_dns_cb,
+    .model = sink_model_cb,
 };
 
 /* ---- Open, migrate, close ------------------------------------------------ */
@@ -787,7 +1107,15 @@ static int setup_db(struct telemetry *t, const char *path, char *err, size_t err
     if (sqlite3_prepare_v3(t->db, INSERT_NET, -1, SQLITE_PREPARE_PERSISTENT, &t->ins_net, NULL) !=
             SQLITE_OK ||
         sqlite3_prepare_v3(t->db, INSERT_DNS, -1, SQLITE_PREPARE_PERSISTENT, &t->ins_dns, NULL) !=
-            SQLITE_OK) {
+            SQLITE_OK ||
+        sqlite3_prepare_v3(t->db, INSERT_MODEL, -1, SQLITE_PREPARE_PERSISTENT, &t->ins_model,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(t->db, INSERT_TOOL_CALL, -1, SQLITE_PREPARE_PERSISTENT,
+                           &t->ins_tool_call, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(t->db, INSERT_TOOL_RESULT, -1, SQLITE_PREPARE_PERSISTENT,
+                           &t->ins_tool_result, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(t->db, UPDATE_TOTALS, -1, SQLITE_PREPARE_PERSISTENT, &t->upd_totals,
+                           NULL) != SQLITE_OK) {
         set_err(err, errlen, "%s: cannot prepare inserts: %s", path, sqlite3_errmsg(t->db));
         return -EIO;
     }
@@ -798,6 +1126,10 @@ static void destroy(struct telemetry *t)
 {
     sqlite3_finalize(t->ins_net);
     sqlite3_finalize(t->ins_dns);
+    sqlite3_finalize(t->ins_model);
+    sqlite3_finalize(t->ins_tool_call);
+    sqlite3_finalize(t->ins_tool_result);
+    sqlite3_finalize(t->upd_totals);
     if (t->db && sqlite3_close(t->db) != SQLITE_OK)
         LOG_ERR("telemetry: close failed: %s", sqlite3_errmsg(t->db));
     if (t->ring) {
