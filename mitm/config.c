@@ -664,7 +664,7 @@ void pdoc_fini(struct pdoc *d)
 int pdoc_parse(const json_t *doc, const char *file, bool corp, struct pdoc *d, char *err,
                size_t errlen)
 {
-    static const char *const keys[] = {"network", NULL};
+    static const char *const keys[] = {"network", "credentials", NULL};
     struct vctx v = {.file = file ? file : (corp ? "corp" : "user"), .err = err, .errlen = errlen};
     pdoc_init(d);
     int rc = want(&v, "$", doc, JSON_OBJECT);

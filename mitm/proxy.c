@@ -14,6 +14,7 @@
 #include "proxy.h"
 
 #include "buf.h"
+#include "creds.h"
 #include "http.h"
 #include "io.h"
 #include "log.h"
@@ -24,6 +25,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <poll.h>
 #include <pthread.h>
@@ -57,8 +59,9 @@ struct mitm_proxy {
     const struct model_host *model_hosts; /* NULL = model_default_hosts */
     const struct pricing *pricing;
     struct trace_table *traces;
-    pthread_mutex_t lock; /* guards conns, active, stopping */
-    pthread_cond_t idle;  /* signalled when active drops */
+    const struct creds *creds; /* NULL = no placeholder swap */
+    pthread_mutex_t lock;      /* guards conns, active, stopping */
+    pthread_cond_t idle;       /* signalled when active drops */
     struct pconn *conns;
     unsigned active;
     bool stopping;
@@ -85,6 +88,7 @@ struct pconn {
     size_t ulen;
     uint8_t *tmp;             /* relay buffer */
     char *wbuf;               /* rewritten head */
+    char *cbuf;               /* swapped credential values (only with a creds table) */
     struct upstream_conn *up; /* kept from the last exchange for the next, or NULL */
 };
 
@@ -1111,10 +1115,53 @@ static void serve_http(struct pconn *pc)
             continue;
         }
 
+        /*
+         * Credential placeholders (mitm/creds.h): one sent anywhere but its
+         * provider's hosts blocks the request; to those hosts it becomes the
+         * real key. The event keeps what the guest sent (redacted above), so
+         * the real key reaches only the upstream connection.
+         */
+        struct http_str tgt = {ot, olen};
+        if (p->creds) {
+            struct creds_check cc;
+            creds_check(p->creds, &req, tgt, x.host, &cc);
+            if (cc.block) {
+                LOG_WARN("component=proxy msg=\"credential placeholder sent to another host\" "
+                         "provider=%s host=%s",
+                         creds_provider_name((enum creds_provider)cc.provider), x.host);
+                x.decision = DECISION_BLOCK;
+                x.rule = "credentials";
+                set_error(&x, "%s", cc.error);
+                char body[600];
+                snprintf(body, sizeof(body),
+                         "Blocked by capsem: the %s API key placeholder was sent to %s; capsem "
+                         "swaps it for the real key only on requests to %s's own hosts\n",
+                         creds_provider_name((enum creds_provider)cc.provider), x.host,
+                         creds_provider_name((enum creds_provider)cc.provider));
+                bool close_after = !ri.keep_alive || has_body;
+                gbuf_consume(pc, (size_t)hl);
+                int w = send_simple(pc, &x, 403, "Forbidden", body, close_after,
+                                    strcmp(x.method, "HEAD") == 0);
+                emit(pc, &x);
+                policy_unref(pol);
+                exch_fini(&x);
+                if (close_after || w < 0)
+                    return;
+                continue;
+            }
+            if (cc.found && creds_swap(p->creds, x.host, &req, &tgt, pc->cbuf, WBUF_CAP) < 0) {
+                gbuf_consume(pc, (size_t)hl);
+                reject(pc, &x, 431, "Request Header Fields Too Large", "request head too large");
+                policy_unref(pol);
+                exch_fini(&x);
+                return;
+            }
+        }
+
         /* The request head as it goes upstream: origin form, hop-by-hop headers dropped. */
         size_t wl = 0;
         bool ok = wput(pc->wbuf, &wl, req.method.p, req.method.len) && wputs(pc->wbuf, &wl, " ") &&
-                  wput(pc->wbuf, &wl, ot, olen) &&
+                  wput(pc->wbuf, &wl, tgt.p, tgt.len) &&
                   wputs(pc->wbuf, &wl, req.minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n") &&
                   put_headers(pc->wbuf, &wl, &req, ri.websocket) &&
                   (!ri.websocket || wputs(pc->wbuf, &wl, "Connection: Upgrade\r\n")) &&
@@ -1199,6 +1246,9 @@ static void conn_free(struct pconn *pc)
     free(pc->ubuf);
     free(pc->tmp);
     free(pc->wbuf);
+    if (pc->cbuf)
+        OPENSSL_cleanse(pc->cbuf, WBUF_CAP); /* it held real keys */
+    free(pc->cbuf);
     free(pc);
 }
 
@@ -1258,6 +1308,7 @@ int mitm_proxy_create(const struct mitm_proxy_config *cfg, struct mitm_proxy **o
     p->model_hosts = cfg->model_hosts;
     p->pricing = cfg->pricing;
     p->traces = cfg->traces;
+    p->creds = cfg->creds;
     p->connect_timeout_ms = (int)(cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 10000);
     p->idle_timeout_ms = (int)(cfg->idle_timeout_ms ? cfg->idle_timeout_ms : 300000);
     p->max_connections = cfg->max_connections ? cfg->max_connections : 512;
@@ -1319,7 +1370,8 @@ int mitm_proxy_serve(struct mitm_proxy *p, int fd)
     pc->ubuf = malloc(UBUF_CAP);
     pc->tmp = malloc(CHUNK);
     pc->wbuf = malloc(WBUF_CAP);
-    if (!pc->gbuf || !pc->ubuf || !pc->tmp || !pc->wbuf) {
+    pc->cbuf = p->creds ? malloc(WBUF_CAP) : NULL;
+    if (!pc->gbuf || !pc->ubuf || !pc->tmp || !pc->wbuf || (p->creds && !pc->cbuf)) {
         rc = -ENOMEM;
         goto out;
     }

@@ -11,6 +11,7 @@
 #ifndef CAPSEM_MITM_PROXY_H
 #define CAPSEM_MITM_PROXY_H
 
+#include "creds.h"
 #include "dns.h"
 #include "model.h"
 #include "policy.h"
@@ -39,6 +40,13 @@ struct mitm_proxy_config {
     const struct model_host *model_hosts;
     const struct pricing *pricing;
     struct trace_table *traces;
+    /*
+     * Credentials (mitm/creds.h), borrowed, may be NULL: placeholders in a
+     * request head become the real key on requests to their provider's
+     * hosts; one sent to any other host gets a 403 and a block event with
+     * error "credential placeholder sent to <host>".
+     */
+    const struct creds *creds;
 };
 
 /* 0 or -errno with a reason in err. */
