@@ -1,6 +1,7 @@
 /*
  * A session's network services: wires the CA, the policy store, the DNS pool,
- * the MITM proxy, the DNS service and the session database together, and
+ * the price table and trace table for model calls, the MITM proxy, the DNS
+ * service and the session database together, and
  * reloads the policy when a config file changes (inotify on the files'
  * directories, on the session's loop). See netsvc.h.
  */
@@ -9,9 +10,11 @@
 #include "dns.h"
 #include "log.h"
 #include "policy.h"
+#include "pricing_embed.h"
 #include "proxy.h"
 #include "telemetry.h"
 #include "tls.h"
+#include "trace.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -35,6 +38,8 @@ struct netsvc {
     struct mitm_certs *certs;
     struct policy_store *store;
     struct dns_pool *pool;
+    struct pricing *pricing;
+    struct trace_table *traces;
     struct telemetry *tel;
     struct sink sink;
     struct mitm_proxy *proxy;
@@ -196,6 +201,17 @@ int netsvc_start(struct loop *l, const struct netsvc_config *cfg, struct netsvc 
         snprintf(err, errlen, "DNS pool: %s", strerror(-rc));
         goto out;
     }
+    /* A bad $CAPSEM_HOME/pricing.json is logged and the built-in table used. */
+    rc = pricing_embed_load(cfg->home, &n->pricing, NULL, 0);
+    if (rc < 0) {
+        snprintf(err, errlen, "price table: %s", strerror(-rc));
+        goto out;
+    }
+    rc = trace_table_create(0, &n->traces);
+    if (rc < 0) {
+        snprintf(err, errlen, "trace table: %s", strerror(-rc));
+        goto out;
+    }
     rc = telemetry_open(n->db_path, &n->tel, err, errlen);
     if (rc < 0)
         goto out;
@@ -207,6 +223,8 @@ int netsvc_start(struct loop *l, const struct netsvc_config *cfg, struct netsvc 
         .pool = n->pool,
         .sink = n->sink,
         .upstream_ca_file = extra_ca_copy[0] ? extra_ca_copy : NULL,
+        .pricing = n->pricing,
+        .traces = n->traces,
     };
     rc = mitm_proxy_create(&pc, &n->proxy, err, errlen);
     if (rc < 0)
@@ -292,6 +310,8 @@ void netsvc_stop(struct netsvc *n)
     mitm_proxy_destroy(n->proxy);
     dns_service_destroy(n->dns);
     telemetry_close(n->tel);
+    trace_table_destroy(n->traces);
+    pricing_destroy(n->pricing);
     dns_pool_free(n->pool);
     mitm_certs_free(n->certs);
     mitm_ca_free(n->ca);
