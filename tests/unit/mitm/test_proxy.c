@@ -15,6 +15,7 @@
  */
 #include "proxy.h"
 
+#include "creds.h"
 #include "dns.h"
 #include "http.h"
 #include "log.h"
@@ -84,10 +85,24 @@ static void copy_str(char *dst, size_t len, const char *src, bool *has)
     snprintf(dst, len, "%s", src ? src : "");
 }
 
+/* A secret no event may hold (whole fields checked, before any truncation); NULL = none. */
+static const char *rec_secret;
+static bool rec_leaked;
+
+static bool holds(const char *field, const char *secret)
+{
+    return field && secret && strstr(field, secret);
+}
+
 static void rec_net(void *opaque, const struct net_event *ev)
 {
     (void)opaque;
     pthread_mutex_lock(&rec_lock);
+    const char *fields[] = {ev->method,      ev->host,         ev->path,        ev->query,
+                            ev->error,       ev->rule,         ev->req_headers, ev->resp_headers,
+                            ev->req_preview, ev->resp_preview, ev->process};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        rec_leaked |= holds(fields[i], rec_secret);
     if (nrec < REC_MAX) {
         struct rec_event *r = &rec[nrec++];
         memset(r, 0, sizeof(*r));
@@ -253,6 +268,31 @@ static void bodycap_add(void *opaque, const uint8_t *p, size_t len)
     b->len += len;
 }
 
+/* The credentials the last request to /keys carried, as the upstream received them. */
+static pthread_mutex_t keys_lock = PTHREAD_MUTEX_INITIALIZER;
+static char keys_seen[4096];
+
+static void keys_note(const struct http_head *h)
+{
+    static const char *const names[] = {"x-api-key", "authorization", "x-goog-api-key"};
+    char line[4096];
+    size_t o = 0;
+    int n = snprintf(line, sizeof(line), "target=%.*s", (int)h->target.len, h->target.p);
+    o = n > 0 ? (size_t)n : 0;
+    for (size_t i = 0; i < 3 && o < sizeof(line); i++) {
+        const struct http_header *hd = http_find_header(h, names[i]);
+        if (hd)
+            n = snprintf(line + o, sizeof(line) - o, ";%s=%.*s", names[i], (int)hd->value.len,
+                         hd->value.p);
+        else
+            n = 0;
+        o += n > 0 ? (size_t)n : 0;
+    }
+    pthread_mutex_lock(&keys_lock);
+    snprintf(keys_seen, sizeof(keys_seen), "%s", line);
+    pthread_mutex_unlock(&keys_lock);
+}
+
 /* Serve requests on one connection: routes by path. */
 static void *sconn_main(void *arg)
 {
@@ -283,6 +323,8 @@ static void *sconn_main(void *arg)
         char host[128];
         snprintf(host, sizeof(host), "%.*s", hh ? (int)hh->value.len : 0, hh ? hh->value.p : "");
         bool has_conn = http_find_header(&h, "connection") != NULL;
+        if (strncmp(path, "/keys", 5) == 0)
+            keys_note(&h);
         bool expect = h.expect_continue;
         struct http_body b;
         http_body_init(&b, http_body_kind(&h, (struct http_str){NULL, 0}), h.content_length);
@@ -345,6 +387,9 @@ static void *sconn_main(void *arg)
                           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                           "Content-Length: %zu\r\n\r\n%s",
                           sizeof(js) - 1, js))
+                goto out;
+        } else if (strcmp(path, "/keys") == 0) {
+            if (!s_printf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
                 goto out;
         } else if (strcmp(path, "/stall") == 0) {
             usleep(1500000); /* never answers in time, then hangs up */
@@ -1412,6 +1457,171 @@ static void test_serve_model_calls_reported(void **state)
     trace_table_destroy(traces);
 }
 
+/* ---- credential placeholders ---- */
+
+#define REAL_KEY "sk-ant-real-SECRET-0123456789"
+#define REAL_GKEY "AIzaREAL-gemini-SECRET"
+
+static const char *cr_get(void *opaque, const char *name)
+{
+    (void)opaque;
+    if (strcmp(name, "ANTHROPIC_API_KEY") == 0)
+        return REAL_KEY;
+    if (strcmp(name, "GEMINI_API_KEY") == 0)
+        return REAL_GKEY;
+    return NULL;
+}
+
+/* Replace the fixture's proxy with one whose creds table sends both keys to api.test only. */
+static struct creds *proxy_with_creds(void)
+{
+    json_t *user = json_loads("{\"credentials\":{\"anthropic\":{\"hosts\":[\"api.test\"]},"
+                              "\"gemini\":{\"hosts\":[\"api.test\"]}}}",
+                              0, NULL);
+    assert_non_null(user);
+    struct creds *c = NULL;
+    char err[256] = "";
+    if (creds_build(NULL, NULL, user, "test", cr_get, NULL, &c, err, sizeof(err)) != 0)
+        fail_msg("creds_build: %s", err);
+    json_decref(user);
+    mitm_proxy_destroy(F->proxy);
+    F->proxy = NULL;
+    struct mitm_proxy_config cfg = {
+        .policy = F->store,
+        .certs = F->certs,
+        .pool = F->pool,
+        .sink = {.ops = &rec_ops},
+        .upstream_ca_file = F->upca_file,
+        .connect_timeout_ms = 5000,
+        .idle_timeout_ms = 10000,
+        .creds = c,
+    };
+    assert_int_equal(mitm_proxy_create(&cfg, &F->proxy, err, sizeof(err)), 0);
+    pthread_mutex_lock(&rec_lock);
+    rec_secret = "SECRET";
+    rec_leaked = false;
+    pthread_mutex_unlock(&rec_lock);
+    return c;
+}
+
+static void creds_done(struct creds *c)
+{
+    mitm_proxy_destroy(F->proxy); /* the table must outlive the proxy */
+    F->proxy = NULL;
+    creds_destroy(c);
+    pthread_mutex_lock(&rec_lock);
+    bool leaked = rec_leaked;
+    rec_secret = NULL;
+    pthread_mutex_unlock(&rec_lock);
+    assert_false(leaked);
+}
+
+static void keys_seen_get(char *out, size_t len)
+{
+    pthread_mutex_lock(&keys_lock);
+    snprintf(out, len, "%s", keys_seen);
+    keys_seen[0] = '\0';
+    pthread_mutex_unlock(&keys_lock);
+}
+
+/* The upstream gets the real key; the guest's bytes and the events only ever the placeholder. */
+static void test_serve_creds_swapped(void **state)
+{
+    (void)state;
+    struct creds *c = proxy_with_creds();
+    const char *ph = creds_placeholder(c, CREDS_ANTHROPIC);
+    const char *gph = creds_placeholder(c, CREDS_GEMINI);
+    char req[1024], seen[4096], want[512];
+    struct guest *g = guest_open();
+    struct resp r;
+
+    snprintf(req, sizeof(req),
+             "POST /keys HTTP/1.1\r\nHost: api.test\r\nX-API-KEY: %s\r\n"
+             "Content-Length: 5\r\n\r\nhello",
+             ph);
+    g_puts(g, req);
+    g_response(g, &r, "POST");
+    assert_int_equal(r.status, 200);
+    keys_seen_get(seen, sizeof(seen));
+    assert_non_null(strstr(seen, ";x-api-key=" REAL_KEY));
+    assert_null(strstr(seen, "capsem-placeholder"));
+
+    snprintf(req, sizeof(req),
+             "GET /keys HTTP/1.1\r\nHost: api.test\r\nauthorization: bearer %s\r\n\r\n", ph);
+    g_puts(g, req);
+    g_response(g, &r, "GET");
+    keys_seen_get(seen, sizeof(seen));
+    assert_non_null(strstr(seen, ";authorization=bearer " REAL_KEY));
+
+    snprintf(req, sizeof(req), "GET /keys HTTP/1.1\r\nHost: api.test\r\nx-goog-api-key: %s\r\n\r\n",
+             gph);
+    g_puts(g, req);
+    g_response(g, &r, "GET");
+    keys_seen_get(seen, sizeof(seen));
+    assert_non_null(strstr(seen, ";x-goog-api-key=" REAL_GKEY));
+
+    snprintf(req, sizeof(req), "GET /keys?alt=sse&key=%s HTTP/1.1\r\nHost: api.test\r\n\r\n", gph);
+    g_puts(g, req);
+    g_response(g, &r, "GET");
+    keys_seen_get(seen, sizeof(seen));
+    snprintf(want, sizeof(want), "target=/keys?alt=sse&key=%s", REAL_GKEY);
+    assert_non_null(strstr(seen, want));
+
+    /* Nothing the guest received holds a key (it was not echoed). */
+    assert_null(strstr(r.headers, "SECRET"));
+    assert_int_equal(wait_events(4), 4);
+    for (size_t i = 0; i < 4; i++) {
+        struct rec_event e = event_at(i);
+        assert_int_equal(e.decision, DECISION_ALLOW);
+        assert_int_equal(e.status, 200);
+        assert_false(e.has_error);
+    }
+    assert_int_equal(event_at(0).req_bytes, 5); /* the body went on whole */
+    guest_close(g);
+    creds_done(c);
+}
+
+/* A placeholder to a host not its provider's: 403, block event, nothing sent upstream. */
+static void test_serve_creds_wrong_host_blocked(void **state)
+{
+    (void)state;
+    struct creds *c = proxy_with_creds();
+    const char *ph = creds_placeholder(c, CREDS_ANTHROPIC);
+    char req[1024], seen[4096];
+    struct guest *g = guest_open_at(false, NULL, NULL, 8080, 0x0a000002);
+    snprintf(req, sizeof(req),
+             "GET /keys HTTP/1.1\r\nHost: plain.test:8080\r\nx-api-key: %s\r\n\r\n", ph);
+    g_puts(g, req);
+    struct resp r;
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(r.body.data, "anthropic API key placeholder was sent to plain.test"));
+    assert_null(strstr(r.body.data, "SECRET"));
+    /* The connection stays usable; a placeholder in any header counts. */
+    snprintf(req, sizeof(req), "GET /keys HTTP/1.1\r\nHost: plain.test:8080\r\nX-Other: %s\r\n\r\n",
+             ph);
+    g_puts(g, req);
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 403);
+    /* Without a placeholder the same request goes through. */
+    g_puts(g, "GET /keys HTTP/1.1\r\nHost: plain.test:8080\r\nx-api-key: mine\r\n\r\n");
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 200);
+    keys_seen_get(seen, sizeof(seen));
+    assert_non_null(strstr(seen, ";x-api-key=mine"));
+    assert_int_equal(wait_events(3), 3);
+    for (size_t i = 0; i < 2; i++) {
+        struct rec_event e = event_at(i);
+        assert_int_equal(e.decision, DECISION_BLOCK);
+        assert_int_equal(e.status, 403);
+        assert_string_equal(e.error, "credential placeholder sent to plain.test");
+        assert_string_equal(e.rule, "credentials");
+    }
+    assert_int_equal(event_at(2).decision, DECISION_ALLOW);
+    guest_close(g);
+    creds_done(c);
+}
+
 static void test_destroy_closes_open_connections(void **state)
 {
     (void)state;
@@ -1456,6 +1666,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_idle_timeouts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_refuses_over_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_model_calls_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_creds_swapped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_creds_wrong_host_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_closes_open_connections, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
