@@ -11,7 +11,12 @@
  *   a full queue                                  -> the event is dropped and counted,
  *                                                    the producer does not wait;
  *   a secret in any string field                  -> "[redacted]" in the file, never the key;
- *   NULL strings                                  -> SQL NULL ("" stays "").
+ *   NULL strings                                  -> SQL NULL ("" stays "");
+ *   model-call counts the provider did not report -> SQL NULL, 0 in session_totals;
+ *   an unpriced model call                        -> cost_usd NULL, counted in unpriced_calls;
+ *   a tool-call/result count without its array    -> no rows, the count stored is 0;
+ *   a secret in tool-call arguments or previews   -> "[redacted]" (credential keys of a
+ *                                                    JSON object too), never the key.
  * A writer killed with SIGKILL mid-run leaves a database that opens, passes
  * integrity_check and holds a gap-free prefix of what was queued.
  */
@@ -822,6 +827,363 @@ static void test_sink_net_fields_round_trip(void **state)
     sqlite3_close(db);
 }
 
+/* ---- model calls --------------------------------------------------------- */
+
+static struct model_call sample_model(int64_t seq)
+{
+    struct model_call c = {
+        .time_us = 1700000000000000 + seq,
+        .process = "claude",
+        .pid = 4242,
+        .host = "api.anthropic.com",
+        .path = "/v1/messages",
+        .provider = "anthropic",
+        .api = "messages",
+        .model_requested = "claude-sonnet-4-5",
+        .model_answered = "claude-sonnet-4-5-20250929",
+        .response_id = "msg_01XYZ",
+        .stream = true,
+        .http_status = 200,
+        .status = "ok",
+        .stop_reason = "tool_use",
+        .input_tokens = 1200,
+        .output_tokens = 345,
+        .cache_read_tokens = 5000,
+        .cache_write_tokens = 700,
+        .reasoning_tokens = 12,
+        .message_count = 3,
+        .tool_count = 17,
+        .system_preview = "You are a coding agent.",
+        .ttft_us = 81000,
+        .duration_us = 950000,
+        .cost_known = true,
+        .cost_usd = 0.0125,
+        .trace_id = 9,
+        .turn = 2,
+    };
+
+    return c;
+}
+
+static void test_sink_model_fields_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    struct sink s = telemetry_sink(t);
+    struct model_call c = sample_model(1);
+    /* Strings and arrays in buffers the producer reuses at once: the sink must copy. */
+    char name0[32], args0[64], id1[32], prev0[64];
+    struct model_tool_call calls[2];
+    struct model_tool_result results[2];
+    char text[2048];
+    sqlite3 *db;
+
+    snprintf(name0, sizeof(name0), "Bash");
+    snprintf(args0, sizeof(args0), "{\"command\":\"ls -la\"}");
+    snprintf(id1, sizeof(id1), "toolu_02");
+    snprintf(prev0, sizeof(prev0), "total 8\ndrwxr-xr-x");
+    calls[0] = (struct model_tool_call){.id = "toolu_01", .name = name0, .arguments = args0};
+    calls[1] = (struct model_tool_call){.id = id1, .name = "Read", .arguments = NULL};
+    results[0] = (struct model_tool_result){.id = "toolu_00", .is_error = false, .preview = prev0};
+    results[1] = (struct model_tool_result){.id = "toolu_0e", .is_error = true, .preview = NULL};
+    c.tool_calls = calls;
+    c.n_tool_calls = 2;
+    c.tool_results = results;
+    c.n_tool_results = 2;
+    c.parse_error = true;
+    c.truncated = true;
+    c.error_type = "overloaded_error";
+    c.error_message = "Overloaded";
+    sink_model(&s, &c);
+    memset(name0, 'x', sizeof(name0) - 1);
+    memset(args0, 'x', sizeof(args0) - 1);
+    memset(id1, 'x', sizeof(id1) - 1);
+    memset(prev0, 'x', sizeof(prev0) - 1);
+    memset(calls, 0, sizeof(calls));
+    memset(results, 0, sizeof(results));
+    memset(&c, 0, sizeof(c));
+    telemetry_close(t);
+
+    db = db_open(f->path);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM model_calls"), 1);
+    db_text(db,
+            "SELECT printf('%d|%s|%d|%s|%s|%s|%s|%s|%s|%s|%d|%d|%s|%s|%s|%s|%d|%d|%d|%d|%d|%d|%d|"
+            "%d|%d|%s|%d|%d|%.4f|%d|%d|%d|%d|%d', time_us, process, pid, host, path, provider,"
+            " api, model_requested, model_answered, response_id, stream, http_status, status,"
+            " error_type, error_message, stop_reason, input_tokens, output_tokens,"
+            " cache_read_tokens, cache_write_tokens, reasoning_tokens, message_count, tool_count,"
+            " tool_call_count, tool_result_count, system_preview, ttft_us, duration_us, cost_usd,"
+            " cost_known, trace_id, turn, parse_error, truncated) FROM model_calls",
+            text, sizeof(text));
+    assert_string_equal(text, "1700000000000001|claude|4242|api.anthropic.com|/v1/messages|"
+                              "anthropic|messages|claude-sonnet-4-5|claude-sonnet-4-5-20250929|"
+                              "msg_01XYZ|1|200|ok|overloaded_error|Overloaded|tool_use|1200|345|"
+                              "5000|700|12|3|17|2|2|You are a coding agent.|81000|950000|0.0125|"
+                              "1|9|2|1|1");
+    db_text(db,
+            "SELECT group_concat(printf('%d:%s:%s:%s', idx, call_id, name,"
+            " coalesce(arguments, '<NULL>')), ';') FROM (SELECT * FROM tool_calls"
+            " WHERE model_call_id = (SELECT id FROM model_calls) ORDER BY id)",
+            text, sizeof(text));
+    assert_string_equal(text, "0:toolu_01:Bash:{\"command\":\"ls -la\"};1:toolu_02:Read:<NULL>");
+    db_text(db,
+            "SELECT group_concat(printf('%d:%s:%d:%s', idx, call_id, is_error,"
+            " coalesce(preview, '<NULL>')), ';') FROM (SELECT * FROM tool_results"
+            " WHERE model_call_id = (SELECT id FROM model_calls) ORDER BY id)",
+            text, sizeof(text));
+    assert_string_equal(text, "0:toolu_00:0:total 8\ndrwxr-xr-x;1:toolu_0e:1:<NULL>");
+    sqlite3_close(db);
+}
+
+static void test_sink_model_unknown_counts_and_cost_stored_as_null(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    struct sink s = telemetry_sink(t);
+    struct model_call c = {
+        .time_us = 77,
+        .provider = "openai",
+        .model_requested = "gpt-unlisted",
+        .input_tokens = -1,
+        .output_tokens = -1,
+        .cache_read_tokens = -1,
+        .cache_write_tokens = -1,
+        .reasoning_tokens = -1,
+        .message_count = -1,
+        .tool_count = -1,
+        .ttft_us = -1,
+        .cost_known = false,
+        .cost_usd = 0,
+        .trace_id = 0,
+        /* A count without its array (bad input): no rows, counted as none. */
+        .n_tool_calls = 3,
+        .n_tool_results = 5,
+    };
+    sqlite3 *db;
+
+    sink_model(&s, &c);
+    sink_model(&s, NULL); /* ignored */
+    telemetry_close(t);
+
+    db = db_open(f->path);
+    assert_int_equal(
+        db_int(db, "SELECT count(*) FROM model_calls WHERE time_us = 77 AND cost_usd IS NULL AND"
+                   " cost_known = 0 AND input_tokens IS NULL AND output_tokens IS NULL AND"
+                   " cache_read_tokens IS NULL AND cache_write_tokens IS NULL AND"
+                   " reasoning_tokens IS NULL AND message_count IS NULL AND tool_count IS NULL"
+                   " AND ttft_us IS NULL AND trace_id IS NULL AND turn IS NULL AND"
+                   " process IS NULL AND host IS NULL AND model_answered IS NULL AND"
+                   " stream = 0 AND http_status = 0 AND tool_call_count = 0 AND"
+                   " tool_result_count = 0"),
+        1);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM model_calls"), 1);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM tool_calls"), 0);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM tool_results"), 0);
+    assert_int_equal(db_int(db, "SELECT unpriced_calls FROM session_totals"), 1);
+    assert_int_equal(db_int(db, "SELECT cost_usd = 0 FROM session_totals"), 1);
+    assert_int_equal(db_int(db, "SELECT input_tokens + output_tokens FROM session_totals"), 0);
+    sqlite3_close(db);
+}
+
+static void test_sink_model_totals_add_up_across_net_and_model(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    struct sink s = telemetry_sink(t);
+    int64_t want_in = 0, want_out = 0, want_cr = 0, want_cw = 0, want_last = 0;
+    double want_cost = 0;
+    int unpriced = 0;
+    char sql[512];
+    sqlite3 *db;
+
+    /* Several batches (a flush between rounds), events of every kind interleaved. */
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 7; i++) {
+            int64_t seq = round * 100 + i;
+            struct net_event n = sample_net(seq, "claude");
+            struct model_call c = sample_model(seq + 50);
+            struct dns_event d = {.time_us = 1800000000000000, .name = "x.test"};
+
+            c.input_tokens = 10 * seq + 1;
+            c.output_tokens = i % 3 ? 3 * seq : -1;
+            c.cache_read_tokens = seq;
+            c.cache_write_tokens = i;
+            c.cost_known = i != 4;
+            c.cost_usd = 0.25 * (double)(i + 1);
+            sink_net(&s, &n);
+            sink_model(&s, &c);
+            sink_dns(&s, &d); /* DNS is no request and no activity for the totals */
+            want_in += c.input_tokens;
+            want_out += c.output_tokens > 0 ? c.output_tokens : 0;
+            want_cr += c.cache_read_tokens;
+            want_cw += c.cache_write_tokens;
+            if (c.cost_known)
+                want_cost += c.cost_usd;
+            else
+                unpriced++;
+            if (c.time_us > want_last)
+                want_last = c.time_us;
+        }
+        assert_int_equal(telemetry_flush(t), 0);
+        db = db_open(f->path);
+        assert_int_equal(db_int(db, "SELECT requests FROM session_totals"), 7 * (round + 1));
+        assert_int_equal(db_int(db, "SELECT model_calls FROM session_totals"), 7 * (round + 1));
+        sqlite3_close(db);
+    }
+    telemetry_close(t);
+
+    db = db_open(f->path);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM session_totals"), 1);
+    assert_int_equal(db_int(db, "SELECT requests FROM session_totals"), 35);
+    assert_int_equal(db_int(db, "SELECT model_calls FROM session_totals"), 35);
+    assert_int_equal(db_int(db, "SELECT input_tokens FROM session_totals"), want_in);
+    assert_int_equal(db_int(db, "SELECT output_tokens FROM session_totals"), want_out);
+    assert_int_equal(db_int(db, "SELECT cache_read_tokens FROM session_totals"), want_cr);
+    assert_int_equal(db_int(db, "SELECT cache_write_tokens FROM session_totals"), want_cw);
+    assert_int_equal(db_int(db, "SELECT unpriced_calls FROM session_totals"), unpriced);
+    assert_int_equal(db_int(db, "SELECT last_time_us FROM session_totals"), want_last);
+    snprintf(sql, sizeof(sql), "SELECT abs(cost_usd - %.6f) < 1e-9 FROM session_totals", want_cost);
+    assert_int_equal(db_int(db, sql), 1);
+    /* And the totals agree with the tables they summarise. */
+    assert_int_equal(db_int(db, "SELECT (SELECT count(*) FROM net_events) = requests AND"
+                                " (SELECT count(*) FROM model_calls) = model_calls AND"
+                                " (SELECT sum(input_tokens) FROM model_calls) = input_tokens AND"
+                                " (SELECT coalesce(sum(output_tokens), 0) FROM model_calls) ="
+                                " output_tokens AND abs((SELECT sum(cost_usd) FROM model_calls)"
+                                " - cost_usd) < 1e-9 FROM session_totals"),
+                     1);
+    sqlite3_close(db);
+}
+
+#define ARGS_SECRETS                                                                               \
+    "{\"cmd\":\"curl -H 'Authorization: Bearer " K_TOK "' x\",\"api-key\":\"" K_HDR "\","          \
+    "\"env\":\"OPENAI_API_KEY=" K_OAI "\",\"note\":\"sk-\\u0061nt-api03-" K_ESC "\"}"
+
+static void test_sink_model_secrets_scrubbed(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    struct sink s = telemetry_sink(t);
+    struct model_call c = sample_model(3);
+    struct model_tool_call calls[] = {
+        {.id = "call_" K_GOO, .name = SECRETS, .arguments = ARGS_SECRETS},
+        {.id = "call_2", .name = "shell", .arguments = "not json: x-api-key " K_ANT},
+    };
+    struct model_tool_result results[] = {
+        {.id = "call_0", .preview = "export ANTHROPIC_API_KEY=" K_ANT},
+    };
+    char wal[160], text[2048];
+    sqlite3 *db;
+
+    c.system_preview = "key: " K_OAI;
+    c.error_message = "invalid x-api-key " K_ANT;
+    c.response_id = SECRETS;
+    c.tool_calls = calls;
+    c.n_tool_calls = 2;
+    c.tool_results = results;
+    c.n_tool_results = 1;
+    sink_model(&s, &c);
+    assert_int_equal(telemetry_flush(t), 0);
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    assert_no_secret_in(f->path);
+    assert_no_secret_in(wal);
+
+    db = db_open(f->path);
+    db_text(db, "SELECT arguments FROM tool_calls WHERE idx = 0", text, sizeof(text));
+    assert_non_null(strstr(text, "\"api-key\":\"[redacted]\""));
+    assert_non_null(strstr(text, "Bearer [redacted]"));
+    assert_non_null(strstr(text, "OPENAI_API_KEY=[redacted]"));
+    db_text(db, "SELECT arguments FROM tool_calls WHERE idx = 1", text, sizeof(text));
+    assert_string_equal(text, "not json: x-api-key [redacted]");
+    db_text(db, "SELECT name FROM tool_calls WHERE idx = 0", text, sizeof(text));
+    assert_string_equal(text, " a [redacted] b [redacted] c [redacted] d Bearer [redacted] e ");
+    db_text(db, "SELECT preview FROM tool_results", text, sizeof(text));
+    assert_string_equal(text, "export ANTHROPIC_API_KEY=[redacted]");
+    db_text(db, "SELECT system_preview || '|' || error_message FROM model_calls", text,
+            sizeof(text));
+    assert_string_equal(text, "key: [redacted]|invalid x-api-key [redacted]");
+    sqlite3_close(db);
+    telemetry_close(t);
+    assert_no_secret_in(f->path);
+    assert_no_secret_in(wal);
+}
+
+static void test_telemetry_open_migrates_0001_keeping_rows(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t;
+    struct sink s;
+    struct model_call c = sample_model(9);
+    char sql[256];
+    sqlite3 *db;
+
+    /* A database as a capsem with only 0001 left it, holding three requests and a lookup. */
+    assert_true(telemetry_migration_count >= 2);
+    assert_int_equal(telemetry_migrations[0].version, 1);
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, telemetry_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
+    snprintf(sql, sizeof(sql), "PRAGMA application_id = %d; PRAGMA user_version = 1", 0x43707353);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "INSERT INTO net_events (time_us, pid, port, status, req_bytes, resp_bytes,"
+                     " duration_us, ttfb_us, decision, host) VALUES"
+                     " (100, 1, 443, 200, 0, 0, 0, -1, 0, 'a.test'),"
+                     " (300, 2, 443, 200, 0, 0, 0, -1, 0, 'b.test'),"
+                     " (200, 3, 443, 403, 0, 0, 0, -1, 1, 'c.test');"
+                     "INSERT INTO dns_events (time_us, name, decision) VALUES (50, 'a.test', 0)",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+
+    t = open_ok(f->path);
+    db = db_open(f->path);
+    assert_int_equal(db_int(db, "PRAGMA user_version"), latest_version());
+    assert_int_equal(db_int(db, "SELECT count(*) FROM net_events"), 3);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM dns_events"), 1);
+    db_text(db, "SELECT group_concat(host) FROM (SELECT host FROM net_events ORDER BY id)", sql,
+            sizeof(sql));
+    assert_string_equal(sql, "a.test,b.test,c.test");
+    /* The totals start from what was there. */
+    assert_int_equal(db_int(db, "SELECT requests FROM session_totals"), 3);
+    assert_int_equal(db_int(db, "SELECT model_calls FROM session_totals"), 0);
+    assert_int_equal(db_int(db, "SELECT last_time_us FROM session_totals"), 300);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM model_calls"), 0);
+    sqlite3_close(db);
+
+    s = telemetry_sink(t);
+    sink_model(&s, &c);
+    telemetry_close(t);
+    db = db_open(f->path);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM model_calls"), 1);
+    assert_int_equal(db_int(db, "SELECT requests FROM session_totals"), 3);
+    assert_int_equal(db_int(db, "SELECT model_calls FROM session_totals"), 1);
+    assert_int_equal(db_int(db, "SELECT input_tokens FROM session_totals"), 1200);
+    assert_int_equal(db_int(db, "SELECT last_time_us FROM session_totals"), c.time_us);
+    sqlite3_close(db);
+}
+
+static void test_telemetry_open_fresh_totals_empty(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    sqlite3 *db;
+
+    telemetry_close(t);
+    db = db_open(f->path);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM session_totals WHERE id = 1 AND"
+                                " requests = 0 AND model_calls = 0 AND cost_usd = 0 AND"
+                                " last_time_us IS NULL"),
+                     1);
+    assert_int_equal(db_int(db, "SELECT count(*) FROM sqlite_schema WHERE name IN"
+                                " ('model_calls','tool_calls','tool_results','session_totals',"
+                                "'model_calls_time','model_calls_model','model_calls_trace',"
+                                "'tool_calls_model_call','tool_calls_call_id',"
+                                "'tool_results_model_call','tool_results_call_id')"),
+                     11);
+    sqlite3_close(db);
+}
+
 static void test_telemetry_sink_null_safe(void **state)
 {
     struct sink s = telemetry_sink(NULL);
@@ -854,6 +1216,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sink_net_secrets_scrubbed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_net_null_strings_stored_as_null, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_net_fields_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_model_fields_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_model_unknown_counts_and_cost_stored_as_null,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sink_model_totals_add_up_across_net_and_model, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sink_model_secrets_scrubbed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_telemetry_open_migrates_0001_keeping_rows, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_telemetry_open_fresh_totals_empty, setup, teardown),
         cmocka_unit_test(test_telemetry_sink_null_safe),
     };
 
