@@ -385,8 +385,10 @@ static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
     (void)h;
     (void)boot_ms;
     struct run *r = opaque;
-    int rc = vm_runner_exec(r->runner, (const char *const *)r->opts->cmd, r->opts->n_cmd,
-                            r->opts->env, r->opts->n_env, "/", true, &r->exec_id);
+    size_t nenv = 0;
+    const char *const *env = cli_exec_env(r->opts, r->paths, &nenv);
+    int rc = vm_runner_exec(r->runner, (const char *const *)r->opts->cmd, r->opts->n_cmd, env, nenv,
+                            "/", true, &r->exec_id);
     if (rc) {
         fprintf(stderr, "capsem: cannot send the command to the guest: %s\n", strerror(-rc));
         vm_runner_stop(r->runner);
@@ -855,6 +857,21 @@ int cli_net_start(struct loop *l, const struct cli_run_opts *o, struct cli_paths
         fprintf(stderr, "capsem: network: %s\n", err);
         return rc;
     }
+    /* Placeholders first: the guest agent lets a later entry with the same name replace it. */
+    const char *const *ph = NULL;
+    size_t nph = netsvc_guest_env(p->net, &ph);
+    if (nph) {
+        p->exec_env = calloc(nph + o->n_env, sizeof(*p->exec_env));
+        if (!p->exec_env) {
+            fprintf(stderr, "capsem: out of memory\n");
+            cli_net_stop(p);
+            return -ENOMEM;
+        }
+        memcpy(p->exec_env, ph, nph * sizeof(*ph));
+        if (o->n_env)
+            memcpy(p->exec_env + nph, o->env, o->n_env * sizeof(*o->env));
+        p->n_exec_env = nph + o->n_env;
+    }
     const char *ports = netsvc_http_ports(p->net);
     n = snprintf(p->append, sizeof(p->append), "capsem.net=1%s%s%s%s",
                  ports[0] ? " capsem.http_ports=" : "", ports, o->append ? " " : "",
@@ -871,6 +888,19 @@ void cli_net_stop(struct cli_paths *p)
 {
     netsvc_stop(p->net);
     p->net = NULL;
+    free(p->exec_env);
+    p->exec_env = NULL;
+    p->n_exec_env = 0;
+}
+
+const char *const *cli_exec_env(const struct cli_run_opts *o, const struct cli_paths *p, size_t *n)
+{
+    if (p && p->exec_env) {
+        *n = p->n_exec_env;
+        return p->exec_env;
+    }
+    *n = o->n_env;
+    return o->env;
 }
 
 static const unsigned net_ports[] = {NETSVC_PORT_PROXY, NETSVC_PORT_DNS};

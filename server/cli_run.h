@@ -81,6 +81,9 @@ struct cli_paths {
     /* Filled by cli_net_start(): */
     struct netsvc *net; /* the session's network services, or NULL when the guest has none */
     char append[2048];  /* kernel command line: the network's settings and --append */
+    /* The credential placeholders followed by the -e entries (heap array), or NULL: */
+    const char **exec_env;
+    size_t n_exec_env;
 };
 
 /*
@@ -127,6 +130,13 @@ __attribute__((warn_unused_result)) int cli_net_start(struct loop *l, const stru
                                                       struct cli_paths *p);
 /* Stop what cli_net_start() started: connections closed, the database flushed. */
 void cli_net_stop(struct cli_paths *p);
+/*
+ * The environment for every command run in the guest: the network's
+ * credential placeholders (ANTHROPIC_API_KEY=capsem-placeholder-..., one per
+ * provider with a key on the host, see docs/credentials.md) and then the -e
+ * entries, so an explicit -e wins. Sets *n; the array borrows from o and p.
+ */
+const char *const *cli_exec_env(const struct cli_run_opts *o, const struct cli_paths *p, size_t *n);
 /* The runners' on_vsock for both CLIs: hands the connection to p->net (closes it without). */
 void cli_on_vsock(void *paths, unsigned port, int fd);
 

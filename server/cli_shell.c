@@ -301,8 +301,10 @@ static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
     struct shell *s = opaque;
     unsigned cols, rows;
     window_size(s, &cols, &rows);
-    int rc = vm_runner_pty(s->runner, (const char *const *)s->opts->cmd, s->opts->n_cmd,
-                           s->opts->env, s->opts->n_env, "/root", cols, rows, &s->pty_id);
+    size_t nenv = 0;
+    const char *const *env = cli_exec_env(s->opts, s->paths, &nenv);
+    int rc = vm_runner_pty(s->runner, (const char *const *)s->opts->cmd, s->opts->n_cmd, env, nenv,
+                           "/root", cols, rows, &s->pty_id);
     if (rc) {
         fprintf(stderr, "capsem: cannot ask the guest for a terminal: %s\n", strerror(-rc));
         s->status = CAPSEM_EXIT_FAILED;

@@ -7,6 +7,7 @@
  */
 #include "netsvc.h"
 
+#include "creds.h"
 #include "dns.h"
 #include "log.h"
 #include "policy.h"
@@ -40,6 +41,7 @@ struct netsvc {
     struct dns_pool *pool;
     struct pricing *pricing;
     struct trace_table *traces;
+    struct creds *creds; /* built once per session: the guest's placeholders must stay valid */
     struct telemetry *tel;
     struct sink sink;
     struct mitm_proxy *proxy;
@@ -212,6 +214,10 @@ int netsvc_start(struct loop *l, const struct netsvc_config *cfg, struct netsvc 
         snprintf(err, errlen, "trace table: %s", strerror(-rc));
         goto out;
     }
+    /* API keys from capsem's environment and the config's credentials (mitm/creds.h). */
+    rc = creds_load(n->corp_path, n->user_path, &n->creds, err, errlen);
+    if (rc < 0)
+        goto out;
     rc = telemetry_open(n->db_path, &n->tel, err, errlen);
     if (rc < 0)
         goto out;
@@ -225,6 +231,7 @@ int netsvc_start(struct loop *l, const struct netsvc_config *cfg, struct netsvc 
         .upstream_ca_file = extra_ca_copy[0] ? extra_ca_copy : NULL,
         .pricing = n->pricing,
         .traces = n->traces,
+        .creds = n->creds,
     };
     rc = mitm_proxy_create(&pc, &n->proxy, err, errlen);
     if (rc < 0)
@@ -262,6 +269,11 @@ const char *netsvc_ca_pem(const struct netsvc *n)
 const char *netsvc_http_ports(const struct netsvc *n)
 {
     return n->http_ports;
+}
+
+size_t netsvc_guest_env(const struct netsvc *n, const char *const **env)
+{
+    return creds_guest_env(n ? n->creds : NULL, env);
 }
 
 const char *netsvc_db_path(const struct netsvc *n)
@@ -312,6 +324,7 @@ void netsvc_stop(struct netsvc *n)
     telemetry_close(n->tel);
     trace_table_destroy(n->traces);
     pricing_destroy(n->pricing);
+    creds_destroy(n->creds); /* after the proxy that borrowed it */
     dns_pool_free(n->pool);
     mitm_certs_free(n->certs);
     mitm_ca_free(n->ca);

@@ -39,6 +39,13 @@ __attribute__((warn_unused_result)) int netsvc_start(struct loop *l,
 const char *netsvc_ca_pem(const struct netsvc *n);
 /* The extra HTTP ports as "8080,3000" for the kernel command line ("" when none). */
 const char *netsvc_http_ports(const struct netsvc *n);
+/*
+ * The credential placeholders every command in the guest gets, as "K=V"
+ * strings (ANTHROPIC_API_KEY=capsem-placeholder-..., see mitm/creds.h); the
+ * real keys stay here. Returns the count; *env borrows from n (valid until
+ * netsvc_stop). n may be NULL (none).
+ */
+size_t netsvc_guest_env(const struct netsvc *n, const char *const **env);
 /* Path of the session database. */
 const char *netsvc_db_path(const struct netsvc *n);
 /* Serve an accepted guest connection on vsock `port` (takes `fd`). */

@@ -4,12 +4,20 @@
  * stub drives it: the policy in config.json decides, a rewritten config.json
  * applies to the next query once the loop has seen the change, a bad one is
  * refused and the previous policy stays, a bad file at start is refused with
- * its name and JSON path, and every answer lands in session.db.
+ * its name and JSON path, and every answer lands in session.db. With an API
+ * key in capsem's environment, the guest environment holds only a
+ * placeholder, a plain-HTTP upstream on loopback receives the real key, the
+ * placeholder to another host is blocked, and the key is nowhere in the
+ * session database's files; a bad credentials object is refused at start.
  */
 #include "netsvc.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -239,6 +247,211 @@ static void test_netsvc_unknown_port_closes_the_connection(void **state)
     loop_destroy(l);
 }
 
+/* ---- credentials ---- */
+
+#define SECRET_KEY "sk-ant-real-NETSVC-SECRET-42"
+
+struct upstream {
+    int lfd, port;
+    pthread_t th;
+    char head[4096]; /* the last request head received */
+};
+
+/* Answer each request on each connection with 200 "ok", keeping the head. */
+static void *upstream_main(void *arg)
+{
+    struct upstream *u = arg;
+    for (;;) {
+        int fd = accept(u->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        char buf[4096];
+        size_t len = 0;
+        for (;;) {
+            ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+            if (n <= 0)
+                break;
+            len += (size_t)n;
+            buf[len] = '\0';
+            char *end = strstr(buf, "\r\n\r\n");
+            if (!end)
+                continue;
+            size_t hl = (size_t)(end + 4 - buf);
+            memcpy(u->head, buf, hl);
+            u->head[hl] = '\0';
+            const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if (write(fd, ok, strlen(ok)) < 0)
+                break;
+            memmove(buf, buf + hl, len - hl);
+            len -= hl;
+        }
+        close(fd);
+    }
+}
+
+static void upstream_start(struct upstream *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(u->lfd, 8), 0);
+    socklen_t al = sizeof(a);
+    assert_int_equal(getsockname(u->lfd, (struct sockaddr *)&a, &al), 0);
+    u->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&u->th, NULL, upstream_main, u), 0);
+}
+
+static void upstream_stop(struct upstream *u)
+{
+    shutdown(u->lfd, SHUT_RDWR);
+    close(u->lfd);
+    pthread_join(u->th, NULL);
+}
+
+/* One plain-HTTP request from a fake guest through the proxy port; returns the status. */
+static int guest_request(struct netsvc *n, const char *req, char *resp, size_t resplen)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    uint8_t h[22] = {'C', 'N', 'E', 'T', 1, 4, 0x1f, 0x90, 10,  0,   0,
+                     1,   0,   0,   0,   7, 0, 4,    'c',  'u', 'r', 'l'};
+    assert_int_equal(write(sv[0], h, sizeof(h)), (ssize_t)sizeof(h));
+    netsvc_accept(n, NETSVC_PORT_PROXY, sv[1]);
+    assert_int_equal(write(sv[0], req, strlen(req)), (ssize_t)strlen(req));
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = sv[0], .events = POLLIN};
+        if (poll(&p, 1, 10000) != 1)
+            fail_msg("no answer from the proxy in 10 s");
+        ssize_t got = read(sv[0], resp + len, resplen - 1 - len);
+        if (got <= 0)
+            break;
+        len += (size_t)got;
+        resp[len] = '\0';
+        char *end = strstr(resp, "\r\n\r\n");
+        const char *cl = strstr(resp, "Content-Length: ");
+        if (end && cl && len >= (size_t)(end + 4 - resp) + strtoul(cl + 16, NULL, 10))
+            break;
+    }
+    close(sv[0]);
+    assert_true(len > 12);
+    return (int)strtol(resp + 9, NULL, 10);
+}
+
+/* Whether a file holds `needle` anywhere (a missing file holds nothing). */
+static bool file_holds(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return false;
+    static char buf[4 << 20];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    return memmem(buf, n, needle, strlen(needle)) != NULL;
+}
+
+static void test_netsvc_credentials_swapped_and_kept_out(void **state)
+{
+    (void)state;
+    struct upstream u;
+    upstream_start(&u);
+    char conf[1024];
+    snprintf(conf, sizeof(conf),
+             "{\"network\":{\"default\":\"allow\",\"http_ports\":[8080],"
+             "\"upstream\":{\"resolve\":{\"plain.test:8080\":\"127.0.0.1:%d\","
+             "\"other.test:8080\":\"127.0.0.1:%d\"}}},"
+             "\"credentials\":{\"anthropic\":{\"hosts\":[\"plain.test\"]}}}",
+             u.port, u.port);
+    write_config(conf);
+    setenv("ANTHROPIC_API_KEY", SECRET_KEY, 1);
+    unsetenv("OPENAI_API_KEY");
+    unsetenv("CODEX_API_KEY");
+    unsetenv("GEMINI_API_KEY");
+    unsetenv("GOOGLE_API_KEY");
+    struct loop *l = NULL;
+    assert_int_equal(loop_create(&l), 0);
+    struct netsvc *n = NULL;
+    char err[600];
+    struct netsvc_config cfg = {.home = home, .session_dir = session};
+    assert_int_equal(netsvc_start(l, &cfg, &n, err, sizeof(err)), 0);
+
+    /* The guest gets one entry, a placeholder. */
+    const char *const *env = NULL;
+    assert_int_equal(netsvc_guest_env(n, &env), 1);
+    assert_int_equal(strncmp(env[0], "ANTHROPIC_API_KEY=capsem-placeholder-anthropic-", 47), 0);
+    assert_null(strstr(env[0], SECRET_KEY));
+    const char *ph = env[0] + strlen("ANTHROPIC_API_KEY=");
+
+    char req[1024], resp[2048];
+    snprintf(req, sizeof(req),
+             "GET /hello HTTP/1.1\r\nHost: plain.test:8080\r\nx-api-key: %s\r\n"
+             "Connection: close\r\n\r\n",
+             ph);
+    assert_int_equal(guest_request(n, req, resp, sizeof(resp)), 200);
+    assert_non_null(strstr(u.head, "x-api-key: " SECRET_KEY "\r\n"));
+    assert_null(strstr(resp, SECRET_KEY));
+
+    u.head[0] = '\0';
+    snprintf(req, sizeof(req),
+             "GET /hello HTTP/1.1\r\nHost: other.test:8080\r\nx-api-key: %s\r\n"
+             "Connection: close\r\n\r\n",
+             ph);
+    assert_int_equal(guest_request(n, req, resp, sizeof(resp)), 403);
+    assert_non_null(strstr(resp, "placeholder was sent to other.test"));
+    assert_string_equal(u.head, ""); /* nothing went upstream */
+
+    /* The event is reported just after the answer: wait for it (up to 5 s). */
+    char db[400], path[420];
+    snprintf(db, sizeof(db), "%s", netsvc_db_path(n));
+    int found = 0;
+    for (int i = 0; i < 50 && !found; i++) {
+        assert_int_equal(netsvc_flush(n), 0);
+        sqlite3 *h = NULL;
+        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(h,
+                                            "select count(*) from net_events where host="
+                                            "'other.test' and error='credential placeholder "
+                                            "sent to other.test' and decision=1",
+                                            -1, &st, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        found = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        if (!found)
+            usleep(100000);
+    }
+    assert_int_equal(found, 1);
+    netsvc_stop(n);
+    loop_destroy(l);
+    /* Nowhere in the database files, whatever the column. */
+    assert_false(file_holds(db, SECRET_KEY));
+    snprintf(path, sizeof(path), "%s-wal", db);
+    assert_false(file_holds(path, SECRET_KEY));
+    assert_true(file_holds(db, "other.test")); /* the check can see what is there */
+    unsetenv("ANTHROPIC_API_KEY");
+    upstream_stop(&u);
+}
+
+static void test_netsvc_bad_credentials_refused(void **state)
+{
+    (void)state;
+    write_config("{\"credentials\":{\"anthropic\":{\"api_key\":\"has space\"}}}");
+    struct loop *l = NULL;
+    assert_int_equal(loop_create(&l), 0);
+    struct netsvc *n = NULL;
+    char err[600];
+    struct netsvc_config cfg = {.home = home, .session_dir = session};
+    assert_int_equal(netsvc_start(l, &cfg, &n, err, sizeof(err)), -EINVAL);
+    assert_null(n);
+    assert_non_null(strstr(err, "config.json"));
+    assert_non_null(strstr(err, "$.credentials.anthropic.api_key"));
+    assert_null(strstr(err, "has space"));
+    loop_destroy(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +461,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_netsvc_unknown_port_closes_the_connection, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_netsvc_credentials_swapped_and_kept_out, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_netsvc_bad_credentials_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
