@@ -7,6 +7,7 @@
 #include "api.h"
 
 #include "log.h"
+#include "webassets.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -30,6 +31,7 @@ struct api {
 };
 
 static int get_root(struct api *api, const struct api_req *req, struct api_resp *resp);
+static int get_asset(struct api *api, const struct api_req *req, struct api_resp *resp);
 static int get_healthz(struct api *api, const struct api_req *req, struct api_resp *resp);
 static int get_login(struct api *api, const struct api_req *req, struct api_resp *resp);
 static int get_metrics(struct api *api, const struct api_req *req, struct api_resp *resp);
@@ -37,7 +39,8 @@ static int get_version(struct api *api, const struct api_req *req, struct api_re
 static int post_auth_codes(struct api *api, const struct api_req *req, struct api_resp *resp);
 
 static const struct api_route routes[] = {
-    {"GET", "/", API_REST, 0, get_root, "Placeholder page until the dashboard is embedded"},
+    {"GET", "/", API_REST, 0, get_root, "The dashboard (a placeholder page when built without it)"},
+    {"GET", "/assets/{name}", API_REST, 0, get_asset, "A file of the embedded dashboard"},
     {"GET", "/healthz", API_REST, 0, get_healthz, "Liveness check"},
     {"GET", "/login", API_REST, 0, get_login, "Trade a one-time login code for a session cookie"},
     {"GET", "/metrics", API_REST, API_AUTH, get_metrics, "Prometheus metrics"},
@@ -221,12 +224,20 @@ static int get_root(struct api *api, const struct api_req *req, struct api_resp 
         "<p>Open the login URL that <code>capsem serve</code> printed to sign in.</p>\n"
         "</body></html>\n";
     (void)api;
-    (void)req;
+    if (webassets_lookup("index.html"))
+        return webassets_respond(req, resp, "index.html");
     char *s = strdup(page);
     if (!s)
         return api_error(resp, 500, "out of memory");
     resp_set(resp, 200, "text/html; charset=utf-8", s);
     return 0;
+}
+
+/* /assets/NAME: a file of the embedded dashboard (webassets.h). */
+static int get_asset(struct api *api, const struct api_req *req, struct api_resp *resp)
+{
+    (void)api;
+    return webassets_respond(req, resp, req->path + strlen("/assets"));
 }
 
 static int get_healthz(struct api *api, const struct api_req *req, struct api_resp *resp)

@@ -48,7 +48,9 @@ struct api_req {
     const char *origin;
     const char *authorization;
     const char *cookie;
-    bool upgrade; /* carries Upgrade: websocket */
+    bool upgrade;                /* carries Upgrade: websocket */
+    const char *if_none_match;   /* If-None-Match (static files) */
+    const char *accept_encoding; /* Accept-Encoding (static files) */
     /* Query argument lookup (NULL when there is none). */
     const char *(*arg)(void *ctx, const char *name);
     void *arg_ctx;
@@ -65,6 +67,9 @@ struct api_resp {
     char location[64];    /* Location header when not empty */
     char set_cookie[160]; /* Set-Cookie header when not empty */
     bool close;           /* send Connection: close */
+    const char *etag;     /* ETag header when set (static string); then Cache-Control: no-cache */
+    const char *content_encoding; /* Content-Encoding header when set (static string) */
+    bool vary_encoding;           /* send Vary: Accept-Encoding */
 };
 
 struct api_opts {

@@ -325,7 +325,14 @@ static enum MHD_Result mhd_send(struct httpd *h, struct MHD_Connection *c, struc
         return MHD_NO;
     if (resp->content_type)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* An embedded file has an ETag: the browser keeps it and revalidates. */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, resp->etag ? "no-cache" : "no-store");
+    if (resp->etag)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ETAG, resp->etag);
+    if (resp->content_encoding)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_ENCODING, resp->content_encoding);
+    if (resp->vary_encoding)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
     if (resp->location[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, resp->location);
@@ -354,6 +361,10 @@ static void mhd_req_head(struct MHD_Connection *c, const char *url, const char *
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION),
         .cookie = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_COOKIE),
         .upgrade = up && strcasestr(up, "websocket"),
+        .if_none_match =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH),
+        .accept_encoding =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING),
         .arg = mhd_arg,
         .arg_ctx = c,
     };

@@ -1,0 +1,114 @@
+// Small shared pieces: notices, a modal dialog, a side drawer, keyboard tabs.
+import { useEffect, useRef } from 'preact/hooks';
+
+export function NotAvailable({ what }) {
+    return (
+        <div class="notice" role="status" data-state="not-available">
+            <strong>{what} is not available.</strong> This daemon does not serve it yet.
+        </div>
+    );
+}
+
+export function ErrorNote({ error }) {
+    if (!error)
+        return null;
+    return (
+        <div class="notice error" role="alert">
+            {error}
+        </div>
+    );
+}
+
+// The standard answer to a failed call: not available on 404, the error otherwise.
+export function Failure({ res, what }) {
+    if (!res || res.ok)
+        return null;
+    if (res.status === 404)
+        return <NotAvailable what={what} />;
+    if (res.status === 401)
+        return <ErrorNote error="Not signed in: open the login URL that `capsem serve` printed." />;
+    return <ErrorNote error={`${what}: ${res.error}`} />;
+}
+
+// A modal dialog (native <dialog>: focus stays inside, Escape closes).
+export function Dialog({ title, open, onClose, children }) {
+    const ref = useRef(null);
+    useEffect(() => {
+        const d = ref.current;
+        if (!d)
+            return;
+        if (open && !d.open)
+            d.showModal();
+        if (!open && d.open)
+            d.close();
+    }, [open]);
+    return (
+        <dialog ref={ref} aria-label={title} onClose={onClose} onCancel={onClose}>
+            <h2>{title}</h2>
+            {children}
+        </dialog>
+    );
+}
+
+// A side panel over the page; Escape or the button closes it, focus moves in.
+export function Drawer({ title, onClose, children }) {
+    const ref = useRef(null);
+    useEffect(() => {
+        ref.current && ref.current.focus();
+        const key = (e) => e.key === 'Escape' && onClose();
+        window.addEventListener('keydown', key);
+        return () => window.removeEventListener('keydown', key);
+    }, []);
+    return (
+        <aside class="drawer" role="dialog" aria-label={title} tabIndex={-1} ref={ref}>
+            <header>
+                <h2>{title}</h2>
+                <button type="button" onClick={onClose} aria-label="Close details">
+                    ✕
+                </button>
+            </header>
+            <div class="drawer-body">{children}</div>
+        </aside>
+    );
+}
+
+// A row of tabs: ←/→/Home/End move between them (WAI-ARIA tabs pattern).
+export function Tabs({ tabs, current, onSelect, label }) {
+    const refs = useRef({});
+    const key = (e, i) => {
+        let j = null;
+        if (e.key === 'ArrowRight')
+            j = (i + 1) % tabs.length;
+        else if (e.key === 'ArrowLeft')
+            j = (i - 1 + tabs.length) % tabs.length;
+        else if (e.key === 'Home')
+            j = 0;
+        else if (e.key === 'End')
+            j = tabs.length - 1;
+        if (j === null)
+            return;
+        e.preventDefault();
+        onSelect(tabs[j].id);
+        const el = refs.current[tabs[j].id];
+        el && el.focus();
+    };
+    return (
+        <div class="tabs" role="tablist" aria-label={label}>
+            {tabs.map((t, i) => (
+                <button
+                    type="button"
+                    role="tab"
+                    id={`tab-${t.id}`}
+                    aria-selected={t.id === current}
+                    aria-controls={`panel-${t.id}`}
+                    tabIndex={t.id === current ? 0 : -1}
+                    ref={(el) => (refs.current[t.id] = el)}
+                    onClick={() => onSelect(t.id)}
+                    onKeyDown={(e) => key(e, i)}
+                >
+                    {t.label}
+                </button>
+            ))}
+        </div>
+    );
+}
