@@ -4,7 +4,7 @@
 import '@xterm/xterm/css/xterm.css';
 import './styles.css';
 import { render } from 'preact';
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { call, events } from './api.js';
 import { Session } from './session.jsx';
 import { Sessions } from './sessions.jsx';
@@ -47,8 +47,14 @@ function App() {
         events.start();
         return () => window.removeEventListener('hashchange', on);
     }, []);
-    // Focus the main heading after navigating, for keyboard and screen readers.
+    // Focus the main heading after navigating (not on first load), for
+    // keyboard and screen-reader users.
+    const first = useRef(true);
     useEffect(() => {
+        if (first.current) {
+            first.current = false;
+            return;
+        }
         const h = document.querySelector('main h1');
         h && h.focus({ preventScroll: true });
     }, [r.page, r.id]);

@@ -1,0 +1,422 @@
+// Browser tests of the dashboard: one case per run (ctest browser.<case>).
+//   node run.mjs --case NAME --capsem BIN --node-modules DIR --artifacts DIR --chromium PATH
+// Each case starts a real `capsem serve` on an ephemeral loopback port with a
+// temporary CAPSEM_HOME, signs in through the printed one-time URL and drives
+// Chromium (headless, background networking off) with playwright-core.
+// Screenshots are written to the artifacts folder. Exit 0 pass, 1 fail.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+
+function parseArgs() {
+    const a = {};
+    const argv = process.argv.slice(2);
+    for (let i = 0; i < argv.length; i += 2)
+        a[argv[i].replace(/^--/, '')] = argv[i + 1];
+    for (const k of ['case', 'capsem', 'node-modules', 'artifacts', 'chromium'])
+        if (!a[k])
+            throw new Error(`missing --${k}`);
+    return a;
+}
+
+const opts = parseArgs();
+
+class Failure extends Error {}
+function check(cond, msg) {
+    if (!cond)
+        throw new Failure(msg);
+}
+
+// ---- the daemon --------------------------------------------------------------
+
+async function startServe() {
+    const home = mkdtempSync(join(tmpdir(), 'capsem-browser-'));
+    const proc = spawn(opts.capsem, ['serve', '--listen', '127.0.0.1:0'], {
+        env: { ...process.env, CAPSEM_HOME: home, CAPSEM_LOG: 'warn' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    proc.stderr.on('data', (d) => (stderr += d));
+    const url = await new Promise((resolve, reject) => {
+        let out = '';
+        const t = setTimeout(() => reject(new Error(`capsem serve printed no login URL in 10 s; stderr: ${stderr}`)), 10000);
+        proc.stdout.on('data', (d) => {
+            out += d;
+            const nl = out.indexOf('\n');
+            if (nl >= 0) {
+                clearTimeout(t);
+                resolve(out.slice(0, nl).trim());
+            }
+        });
+        proc.on('exit', (code) => reject(new Error(`capsem serve exited with ${code}: ${stderr}`)));
+    });
+    const m = /^(http:\/\/127\.0\.0\.1:\d+)\/login\?t=[0-9a-f]{64}$/.exec(url);
+    check(m, `unexpected login URL line: ${url}`);
+    const token = readFileSync(join(home, 'token'), 'utf8').trim();
+    return {
+        url,
+        base: m[1],
+        token,
+        stop: async () => {
+            proc.kill('SIGTERM');
+            await new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
+            rmSync(home, { recursive: true, force: true });
+        },
+    };
+}
+
+// A raw HTTP request (no automatic decompression): {status, headers, body Buffer}.
+function request(base, path, { method = 'GET', headers = {}, body } = {}) {
+    return new Promise((resolve, reject) => {
+        const req = http.request(base + path, { method, headers }, (res) => {
+            const chunks = [];
+            res.on('data', (c) => chunks.push(c));
+            res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        if (body !== undefined)
+            req.write(typeof body === 'string' ? body : JSON.stringify(body));
+        req.end();
+    });
+}
+
+// The REST API with the token (a non-browser client: no Origin).
+async function api(srv, path, method = 'GET', body) {
+    const headers = { Authorization: `Bearer ${srv.token}` };
+    if (body !== undefined)
+        headers['Content-Type'] = 'application/json';
+    const r = await request(srv.base, '/api/v1/' + path, { method, headers, body });
+    let data = null;
+    try {
+        data = JSON.parse(r.body.toString('utf8'));
+    } catch {
+        /* not JSON */
+    }
+    return { status: r.status, data };
+}
+
+// A session for the cases that need one; a clear failure while the routes are missing.
+async function createSession(srv, body) {
+    const r = await api(srv, 'sessions', 'POST', body);
+    check(r.status !== 404 && r.status !== 405, `POST /api/v1/sessions answered ${r.status}: the session routes are not in this daemon yet`);
+    check(r.status === 200 || r.status === 201, `POST /api/v1/sessions answered ${r.status}: ${JSON.stringify(r.data)}`);
+    check(r.data && r.data.id != null, `POST /api/v1/sessions gave no id: ${JSON.stringify(r.data)}`);
+    return String(r.data.id);
+}
+
+// ---- the browser -------------------------------------------------------------
+
+async function launch() {
+    check(existsSync(opts.chromium), `${opts.chromium} not found: install Debian's chromium (deploy/bootstrap does)`);
+    const pwPath = join(opts['node-modules'], 'playwright-core', 'index.mjs');
+    check(existsSync(pwPath), `${pwPath} not found: build the web-npm target first`);
+    const pw = await import(pwPath);
+    const chromium = pw.chromium || pw.default.chromium;
+    return chromium.launch({
+        executablePath: opts.chromium,
+        headless: true,
+        args: [
+            '--disable-background-networking',
+            '--disable-component-update',
+            '--disable-default-apps',
+            '--disable-sync',
+            '--no-first-run',
+            '--no-sandbox',
+            '--disable-dev-shm-usage',
+        ],
+    });
+}
+
+async function newPage(browser, srv, viewport = { width: 1280, height: 800 }) {
+    const context = await browser.newContext({ viewport });
+    const page = await context.newPage();
+    page.jsErrors = [];
+    page.on('pageerror', (e) => page.jsErrors.push(String(e)));
+    page.requests = [];
+    page.on('request', (r) => page.requests.push(r.url()));
+    return page;
+}
+
+// The printed URL works once; later logins mint a fresh code with the token.
+async function loginUrl(srv) {
+    if (!srv.used) {
+        srv.used = true;
+        return srv.url;
+    }
+    const r = await api(srv, 'auth/codes', 'POST', {});
+    check(r.status === 201 && r.data && r.data.url, `POST /api/v1/auth/codes gave ${r.status}`);
+    return r.data.url;
+}
+
+async function login(page, srv) {
+    await page.goto(await loginUrl(srv));
+    check(page.url() === srv.base + '/', `after the login URL the page is ${page.url()}, not ${srv.base}/`);
+    const cookies = await page.context().cookies();
+    const c = cookies.find((x) => x.name === 'capsem_session');
+    check(c && c.httpOnly, 'no HttpOnly capsem_session cookie after login');
+    await page.getByRole('heading', { name: 'Sessions' }).waitFor({ timeout: 10000 });
+}
+
+async function shot(page, name) {
+    mkdirSync(opts.artifacts, { recursive: true });
+    const file = join(opts.artifacts, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: false });
+    return file;
+}
+
+function focused(page) {
+    return page.evaluate(() => {
+        const e = document.activeElement;
+        return e ? { tag: e.tagName, text: (e.textContent || '').trim(), id: e.id, role: e.getAttribute('role'), inDialog: !!e.closest('dialog') } : null;
+    });
+}
+
+// ---- cases -------------------------------------------------------------------
+
+const cases = {
+    // The embedded files: gzip, ETag, 304, inflated for a client without
+    // gzip, 404 for an unknown name, and a page that only loads from its origin.
+    async assets(srv, browser) {
+        const gz = await request(srv.base, '/', { headers: { 'Accept-Encoding': 'gzip' } });
+        check(gz.status === 200, `GET / gave ${gz.status}`);
+        check(gz.headers['content-encoding'] === 'gzip', 'GET / with Accept-Encoding: gzip is not gzipped');
+        check(/^"[0-9a-f]{64}"$/.test(gz.headers.etag || ''), `GET / ETag is ${gz.headers.etag}`);
+        check(gz.headers['cache-control'] === 'no-cache', `GET / Cache-Control is ${gz.headers['cache-control']}`);
+        const plain = await request(srv.base, '/');
+        check(!plain.headers['content-encoding'], 'GET / without Accept-Encoding came encoded');
+        check(gunzipSync(gz.body).equals(plain.body), 'gzip and plain bodies of / differ');
+        const html = plain.body.toString('utf8');
+        check(html.includes('assets/app.js') && !/(src|href)="(\/|https?:)/.test(html), 'index.html must use relative URLs only');
+        const nm = await request(srv.base, '/', { headers: { 'If-None-Match': gz.headers.etag } });
+        check(nm.status === 304 && nm.body.length === 0, `If-None-Match with the ETag gave ${nm.status}`);
+        const js = await request(srv.base, '/assets/app.js', { headers: { 'Accept-Encoding': 'gzip, br' } });
+        check(js.status === 200 && js.headers['content-type'].startsWith('text/javascript'), `app.js: ${js.status} ${js.headers['content-type']}`);
+        const css = await request(srv.base, '/assets/app.css');
+        check(css.status === 200 && css.headers['content-type'].startsWith('text/css'), `app.css: ${css.status}`);
+        const missing = await request(srv.base, '/assets/nope.js');
+        check(missing.status === 404, `/assets/nope.js gave ${missing.status}`);
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        await page.waitForTimeout(500);
+        const foreign = page.requests.filter((u) => !u.startsWith(srv.base + '/') && !u.startsWith(srv.base.replace('http', 'ws') + '/'));
+        check(foreign.length === 0, `the page loaded from elsewhere: ${foreign.join(', ')}`);
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // Signed out: a clear note. Signed in: the sessions page with the version,
+    // the list (or its "not available" note) and the live events connection.
+    async sessions_page(srv, browser) {
+        const anon = await newPage(browser, srv);
+        await anon.goto(srv.base + '/');
+        await anon.locator('#signin').waitFor({ timeout: 10000 });
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        await page.getByRole('button', { name: 'New session' }).waitFor();
+        await page.locator('#sessions-table, #no-sessions, [data-state="not-available"]').first().waitFor({ timeout: 10000 });
+        await page.locator('.version', { hasText: /^v\d+\.\d+\.\d+$/ }).waitFor({ timeout: 10000 });
+        await page.locator('.live', { hasText: 'Live' }).waitFor({ timeout: 10000 });
+        check((await page.locator('#signin').count()) === 0, 'signed in, yet the page says not signed in');
+        await shot(page, 'sessions-page');
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // Keyboard: the skip link first, then to "New session"; Enter opens the
+    // dialog with focus inside it, Escape closes it.
+    async keyboard(srv, browser) {
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        await page.keyboard.press('Tab');
+        let f = await focused(page);
+        check(f && f.text === 'Skip to content', `first Tab focuses ${JSON.stringify(f)}, not the skip link`);
+        await page.keyboard.press('Enter');
+        f = await focused(page);
+        check(f && f.id === 'main', `the skip link moved focus to ${JSON.stringify(f)}`);
+        let found = false;
+        for (let i = 0; i < 12 && !found; i++) {
+            await page.keyboard.press('Tab');
+            f = await focused(page);
+            found = f && f.tag === 'BUTTON' && f.text === 'New session';
+        }
+        check(found, 'Tab never reached the New session button');
+        await page.keyboard.press('Enter');
+        await page.locator('dialog[open]').waitFor({ timeout: 5000 });
+        f = await focused(page);
+        check(f && f.inDialog, `with the dialog open, focus is outside it: ${JSON.stringify(f)}`);
+        await page.keyboard.press('Tab');
+        f = await focused(page);
+        check(f && f.inDialog, 'Tab left the open dialog');
+        await page.keyboard.press('Escape');
+        await page.locator('dialog[open]').waitFor({ state: 'detached', timeout: 5000 }).catch(() => {});
+        check((await page.locator('dialog[open]').count()) === 0, 'Escape did not close the dialog');
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // Wide and narrow windows: nothing overflows sideways, the main controls
+    // stay on screen; screenshots of the list, the dialog and a session page.
+    async layout(srv, browser) {
+        for (const [w, h] of [
+            [1280, 800],
+            [400, 800],
+        ]) {
+            const page = await newPage(browser, srv, { width: w, height: h });
+            await login(page, srv);
+            const overflow = () => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+            check((await overflow()) <= 0, `${w}x${h}: the sessions page scrolls sideways by ${await overflow()} px`);
+            const b = await page.getByRole('button', { name: 'New session' }).boundingBox();
+            check(b && b.x >= 0 && b.x + b.width <= w && b.y + b.height <= h, `${w}x${h}: New session is off screen (${JSON.stringify(b)})`);
+            await shot(page, `sessions-${w}x${h}`);
+            await page.getByRole('button', { name: 'New session' }).click();
+            const d = await page.locator('dialog[open]').boundingBox();
+            check(d && d.x >= 0 && d.x + d.width <= w, `${w}x${h}: the dialog does not fit (${JSON.stringify(d)})`);
+            await shot(page, `dialog-${w}x${h}`);
+            await page.keyboard.press('Escape');
+            await page.goto(srv.base + '/#/s/demo/network');
+            await page.getByRole('tablist').waitFor();
+            check((await overflow()) <= 0, `${w}x${h}: the session page scrolls sideways by ${await overflow()} px`);
+            await shot(page, `session-${w}x${h}`);
+            check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+            await page.context().close();
+        }
+    },
+
+    // Session tabs follow the WAI-ARIA pattern: arrows, Home and End move and select.
+    async tabs_keyboard(srv, browser) {
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        await page.goto(srv.base + '/#/s/demo/network');
+        await page.locator('[role=tab][aria-selected=true]').focus();
+        const sel = async () => ({ hash: await page.evaluate(() => location.hash), f: await focused(page) });
+        await page.keyboard.press('ArrowRight');
+        let s = await sel();
+        check(s.hash === '#/s/demo/models' && s.f.text === 'Models', `ArrowRight: ${JSON.stringify(s)}`);
+        await page.keyboard.press('End');
+        s = await sel();
+        check(s.hash === '#/s/demo/sql' && s.f.text === 'SQL', `End: ${JSON.stringify(s)}`);
+        await page.keyboard.press('ArrowRight');
+        s = await sel();
+        check(s.hash === '#/s/demo/terminal' && s.f.text === 'Terminal', `ArrowRight wraps: ${JSON.stringify(s)}`);
+        await page.keyboard.press('ArrowLeft');
+        s = await sel();
+        check(s.hash === '#/s/demo/sql', `ArrowLeft wraps: ${JSON.stringify(s)}`);
+        await page.keyboard.press('Home');
+        s = await sel();
+        check(s.hash === '#/s/demo/terminal', `Home: ${JSON.stringify(s)}`);
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // A route that answers 404 gives a "not available" note, not a blank page.
+    async not_available(srv, browser) {
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        const probe = await api(srv, 'sessions/no-such-session/net-events');
+        check(probe.status === 404, `GET sessions/no-such-session/net-events gave ${probe.status}, expected 404`);
+        for (const tab of ['network', 'models', 'tools', 'files']) {
+            await page.goto(`${srv.base}/#/s/no-such-session/${tab}`);
+            await page.locator('.panel [data-state="not-available"]').waitFor({ timeout: 5000 });
+        }
+        await page.goto(`${srv.base}/#/s/no-such-session/sql`);
+        await page.getByRole('button', { name: 'Run' }).click();
+        await page.locator('.panel [data-state="not-available"]').waitFor({ timeout: 5000 });
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // Needs the session routes and a guest: start a session from the dialog,
+    // type `echo hi` in the terminal and see "hi" on a line of its own.
+    async terminal_echo(srv, browser) {
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        await page.getByRole('button', { name: 'New session' }).click();
+        await page.locator('dialog select[name=agent]').selectOption('shell');
+        await page.locator('dialog input[name=mem]').fill('512');
+        await page.locator('dialog input[name=cpus]').fill('1');
+        await page.locator('dialog button[type=submit]').click();
+        await page.waitForFunction(() => /^#\/s\/[^/]+\/terminal$/.test(location.hash), null, { timeout: 30000 }).catch(async () => {
+            const err = await page.locator('dialog .notice').textContent().catch(() => '');
+            throw new Failure(`the new-session dialog did not open a session: ${err}`);
+        });
+        await page.locator('#terminal-state', { hasText: 'Connected' }).waitFor({ timeout: 300000 });
+        await page.locator('.terminal').click();
+        await page.waitForTimeout(1000);
+        await page.keyboard.type('echo hi\n');
+        await page.waitForFunction(
+            () => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent.trim() === 'hi'),
+            null,
+            { timeout: 60000 }
+        );
+        await shot(page, 'terminal');
+        const id = decodeURIComponent((await page.evaluate(() => location.hash)).split('/')[2]);
+        await api(srv, `sessions/${encodeURIComponent(id)}?purge=1`, 'DELETE');
+    },
+
+    // Needs the session routes and a guest: a curl in the session appears in
+    // the open Network tab without reloading.
+    async network_live(srv, browser) {
+        const id = await createSession(srv, { agent: 'shell', mem: 512, cpus: 1 });
+        try {
+            const page = await newPage(browser, srv);
+            await login(page, srv);
+            await page.goto(`${srv.base}/#/s/${encodeURIComponent(id)}/network`);
+            await page.getByRole('tab', { name: 'Network', selected: true }).waitFor();
+            const ex = await api(srv, `sessions/${encodeURIComponent(id)}/exec`, 'POST', {
+                command: ['curl', '-s', '-o', '/dev/null', 'http://example.com/browser-test'],
+            });
+            check(ex.status !== 404, 'POST sessions/{id}/exec answered 404: not in this daemon yet');
+            await page.locator('#network-table tbody tr', { hasText: 'example.com' }).first().waitFor({ timeout: 120000 });
+            await page.locator('#network-table tbody tr', { hasText: 'example.com' }).first().press('Enter');
+            await page.locator('.drawer', { hasText: '/browser-test' }).waitFor({ timeout: 5000 });
+            await shot(page, 'network');
+        } finally {
+            await api(srv, `sessions/${encodeURIComponent(id)}?purge=1`, 'DELETE');
+        }
+    },
+
+    // Needs the session routes: a query from the SQL tab and its result table.
+    async sql_query(srv, browser) {
+        const id = await createSession(srv, { agent: 'shell', mem: 512, cpus: 1 });
+        try {
+            const page = await newPage(browser, srv);
+            await login(page, srv);
+            await page.goto(`${srv.base}/#/s/${encodeURIComponent(id)}/sql`);
+            await page.locator('#sql-box').fill("SELECT 41 + 1 AS answer, 'x' || 'y' AS word");
+            await page.locator('#sql-box').press('Control+Enter');
+            await page.locator('#sql-result').waitFor({ timeout: 30000 });
+            const head = await page.locator('#sql-result thead').textContent();
+            const body = await page.locator('#sql-result tbody').textContent();
+            check(head.includes('answer') && head.includes('word'), `result columns: ${head}`);
+            check(body.includes('42') && body.includes('xy'), `result row: ${body}`);
+            await page.locator('#sql-box').fill('DELETE FROM net_events');
+            await page.locator('#sql-box').press('Control+Enter');
+            await page.locator('.sql .notice.error').waitFor({ timeout: 10000 });
+            await shot(page, 'sql');
+        } finally {
+            await api(srv, `sessions/${encodeURIComponent(id)}?purge=1`, 'DELETE');
+        }
+    },
+};
+
+async function main() {
+    const fn = cases[opts.case];
+    check(fn, `no case ${opts.case}; cases: ${Object.keys(cases).join(', ')}`);
+    const srv = await startServe();
+    let browser = null;
+    try {
+        browser = await launch();
+        await fn(srv, browser);
+    } finally {
+        if (browser)
+            await browser.close();
+        await srv.stop();
+    }
+    console.log(`browser.${opts.case}: ok`);
+}
+
+main().then(
+    () => process.exit(0),
+    (e) => {
+        console.error(`browser.${opts.case}: FAIL: ${e instanceof Failure ? e.message : e.stack || e}`);
+        process.exit(1);
+    }
+);
