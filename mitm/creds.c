@@ -422,7 +422,7 @@ static bool contains(const char *p, size_t len, const char *needle, size_t nlen)
 }
 
 void creds_check(const struct creds *c, const struct http_head *h, struct http_str target,
-                 const char *host, struct creds_check *out)
+                 const char *host, bool tls, struct creds_check *out)
 {
     memset(out, 0, sizeof(*out));
     out->provider = -1;
@@ -439,11 +439,12 @@ void creds_check(const struct creds *c, const struct http_head *h, struct http_s
         if (!hit)
             continue;
         out->found |= 1u << pv;
-        if (!out->block && !creds_host_allowed(c, (enum creds_provider)pv, host)) {
+        bool allowed = creds_host_allowed(c, (enum creds_provider)pv, host);
+        if (!out->block && (!allowed || !tls)) {
             out->block = true;
             out->provider = pv;
-            snprintf(out->error, sizeof(out->error), "credential placeholder sent to %s",
-                     host && host[0] ? host : "(unknown host)");
+            snprintf(out->error, sizeof(out->error), "credential placeholder sent to %s%s",
+                     host && host[0] ? host : "(unknown host)", allowed ? " over plain HTTP" : "");
         }
     }
 }
@@ -569,7 +570,7 @@ static bool put(char *out, size_t cap, size_t *len, const char *p, size_t n)
     return true;
 }
 
-int creds_rewrite_head(const struct creds *c, const char *host, const char *p, size_t len,
+int creds_rewrite_head(const struct creds *c, const char *host, bool tls, const char *p, size_t len,
                        char *out, size_t cap, size_t *outlen, struct creds_check *chk)
 {
     int rc = 0;
@@ -584,7 +585,7 @@ int creds_rewrite_head(const struct creds *c, const char *host, const char *p, s
         goto out;
     }
     struct http_str target = h->target;
-    creds_check(c, h, target, host, chk);
+    creds_check(c, h, target, host, tls, chk);
     if (chk->block)
         goto out;
     acap = (size_t)hl + (size_t)(HTTP_MAX_HEADERS + 1) * CREDS_KEY_MAX;

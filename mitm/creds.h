@@ -71,18 +71,20 @@ bool creds_host_allowed(const struct creds *c, enum creds_provider pv, const cha
 /* What a request head holds. */
 struct creds_check {
     unsigned found;  /* bit 1 << provider for each placeholder anywhere in the head */
-    bool block;      /* a placeholder goes to a host not its provider's */
+    bool block;      /* a placeholder goes to a host not its provider's, or in the clear */
     int provider;    /* when block: the first such provider */
-    char error[320]; /* when block: "credential placeholder sent to <host>" */
+    char error[320]; /* when block: "credential placeholder sent to <host>[ over plain HTTP]" */
 };
 
 /*
  * Scan a parsed request head (header values and the request target) for
  * placeholders and decide whether it may go to `host` (lower case, no
- * port). Pure; c may be NULL (nothing found).
+ * port): only to the provider's hosts, and only over TLS (`tls` false: plain
+ * HTTP, where the swapped key would cross the network in the clear). Pure;
+ * c may be NULL (nothing found).
  */
 void creds_check(const struct creds *c, const struct http_head *h, struct http_str target,
-                 const char *host, struct creds_check *out);
+                 const char *host, bool tls, struct creds_check *out);
 
 /*
  * Swap placeholders for real keys in h (a request to `host` that
@@ -100,7 +102,7 @@ __attribute__((warn_unused_result)) int creds_swap(const struct creds *c, const 
 
 /*
  * The whole path for one raw request head p[0..len) (as the guest sent it)
- * to `host`: parse, check and swap, writing the head as it would go
+ * to `host` (over TLS when `tls`): parse, check and swap, writing the head as it would go
  * upstream into out[0..cap) (request line and headers in their order, only
  * the swapped values differ; the body is never touched, so Content-Length
  * stays right). *outlen gets its length. When the check blocks, *chk says
@@ -108,8 +110,8 @@ __attribute__((warn_unused_result)) int creds_swap(const struct creds *c, const 
  * -EMSGSIZE when out is too small.
  */
 __attribute__((warn_unused_result)) int creds_rewrite_head(const struct creds *c, const char *host,
-                                                           const char *p, size_t len, char *out,
-                                                           size_t cap, size_t *outlen,
+                                                           bool tls, const char *p, size_t len,
+                                                           char *out, size_t cap, size_t *outlen,
                                                            struct creds_check *chk);
 
 #endif

@@ -1124,7 +1124,7 @@ static void serve_http(struct pconn *pc)
         struct http_str tgt = {ot, olen};
         if (p->creds) {
             struct creds_check cc;
-            creds_check(p->creds, &req, tgt, x.host, &cc);
+            creds_check(p->creds, &req, tgt, x.host, pc->tls, &cc);
             if (cc.block) {
                 LOG_WARN("component=proxy msg=\"credential placeholder sent to another host\" "
                          "provider=%s host=%s",
@@ -1133,11 +1133,11 @@ static void serve_http(struct pconn *pc)
                 x.rule = "credentials";
                 set_error(&x, "%s", cc.error);
                 char body[600];
+                const char *pn = creds_provider_name((enum creds_provider)cc.provider);
                 snprintf(body, sizeof(body),
-                         "Blocked by capsem: the %s API key placeholder was sent to %s; capsem "
-                         "swaps it for the real key only on requests to %s's own hosts\n",
-                         creds_provider_name((enum creds_provider)cc.provider), x.host,
-                         creds_provider_name((enum creds_provider)cc.provider));
+                         "Blocked by capsem: %s (the %s API key placeholder); capsem swaps it for "
+                         "the real key only on HTTPS requests to %s's own hosts\n",
+                         cc.error, pn, pn);
                 bool close_after = !ri.keep_alive || has_body;
                 gbuf_consume(pc, (size_t)hl);
                 int w = send_simple(pc, &x, 403, "Forbidden", body, close_after,
@@ -1245,6 +1245,8 @@ static void conn_free(struct pconn *pc)
     free(pc->gbuf);
     free(pc->ubuf);
     free(pc->tmp);
+    if (pc->cbuf && pc->wbuf)
+        OPENSSL_cleanse(pc->wbuf, WBUF_CAP); /* a rewritten head may hold a real key */
     free(pc->wbuf);
     if (pc->cbuf)
         OPENSSL_cleanse(pc->cbuf, WBUF_CAP); /* it held real keys */

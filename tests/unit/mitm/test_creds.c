@@ -61,7 +61,7 @@ static char *rewrite(const struct creds *c, const char *host, const char *head,
     size_t cap = 70000, outlen = 0;
     char *out = calloc(1, cap + 1);
     assert_non_null(out);
-    int rc = creds_rewrite_head(c, host, head, strlen(head), out, cap, &outlen, chk);
+    int rc = creds_rewrite_head(c, host, true, head, strlen(head), out, cap, &outlen, chk);
     assert_int_equal(rc, 0);
     if (chk->block) {
         free(out);
@@ -336,6 +336,17 @@ static void test_creds_check_wrong_host_blocked(void **state)
     assert_int_equal(chk.provider, CREDS_GEMINI);
     assert_null(strstr(chk.error, REAL_GEM));
     free(head);
+    /* The provider's own host over plain HTTP: the key would go in the clear. */
+    head = fmt("GET / HTTP/1.1\r\nHost: a\r\nx-api-key: %s\r\n\r\n", ant);
+    size_t ol = 0;
+    char out[512];
+    assert_int_equal(creds_rewrite_head(c, "api.anthropic.com", false, head, strlen(head), out,
+                                        sizeof(out), &ol, &chk),
+                     0);
+    assert_true(chk.block);
+    assert_string_equal(chk.error,
+                        "credential placeholder sent to api.anthropic.com over plain HTTP");
+    free(head);
     /* A look-alike host is not the provider's. */
     head = fmt("GET / HTTP/1.1\r\nHost: a\r\nx-api-key: %s\r\n\r\n", ant);
     assert_null(rewrite(c, "api.anthropic.com.evil.test", head, &chk));
@@ -423,11 +434,11 @@ static void test_creds_rewrite_head_bad_head(void **state)
     char out[100];
     size_t ol = 0;
     const char *bad = "GET / HTTP/1.1\r\nHost a\r\n\r\n";
-    assert_int_equal(creds_rewrite_head(c, "x", bad, strlen(bad), out, sizeof(out), &ol, &chk),
-                     -EBADMSG);
+    assert_int_equal(
+        creds_rewrite_head(c, "x", true, bad, strlen(bad), out, sizeof(out), &ol, &chk), -EBADMSG);
     const char *ok = "GET / HTTP/1.1\r\nHost: a\r\nX-Long: 0123456789012345678901234567890123456789"
                      "012345678901234567890123456789\r\n\r\n";
-    assert_int_equal(creds_rewrite_head(c, "x", ok, strlen(ok), out, sizeof(out), &ol, &chk),
+    assert_int_equal(creds_rewrite_head(c, "x", true, ok, strlen(ok), out, sizeof(out), &ol, &chk),
                      -EMSGSIZE);
     creds_destroy(c);
 }

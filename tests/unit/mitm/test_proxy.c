@@ -1595,7 +1595,9 @@ static void test_serve_creds_wrong_host_blocked(void **state)
     struct resp r;
     g_response(g, &r, "GET");
     assert_int_equal(r.status, 403);
-    assert_non_null(strstr(r.body.data, "anthropic API key placeholder was sent to plain.test"));
+    assert_non_null(
+        strstr(r.body.data,
+               "credential placeholder sent to plain.test (the anthropic API key placeholder)"));
     assert_null(strstr(r.body.data, "SECRET"));
     /* The connection stays usable; a placeholder in any header counts. */
     snprintf(req, sizeof(req), "GET /keys HTTP/1.1\r\nHost: plain.test:8080\r\nX-Other: %s\r\n\r\n",
