@@ -36,13 +36,15 @@ function Stats({ id }) {
     }, [id]);
     if (!res || !res.ok || !res.data)
         return null;
-    const s = res.data;
+    const t = res.data.totals || {};
+    const dns = res.data.dns || {};
     const items = [
-        ['Requests', count(s.net_events ?? s.requests)],
-        ['Blocked', count(s.blocked)],
-        ['Model calls', count(s.model_calls)],
-        ['Tokens', count(s.tokens ?? (s.input_tokens != null ? (s.input_tokens || 0) + (s.output_tokens || 0) : null))],
-        ['Cost', usd(s.cost_usd)],
+        ['Requests', count(t.requests)],
+        ['DNS', count(dns.queries)],
+        ['Model calls', count(t.model_calls)],
+        ['Tokens', count(t.input_tokens != null ? (t.input_tokens || 0) + (t.output_tokens || 0) : null)],
+        ['Cost', usd(t.cost_usd)],
+        ['File events', count(res.data.file_events)],
     ];
     return (
         <dl class="stats">
@@ -53,6 +55,24 @@ function Stats({ id }) {
                 </div>
             ))}
         </dl>
+    );
+}
+
+// HTTP exchanges, or DNS questions, of a session.
+function NetworkTab({ id }) {
+    const [view, setView] = useState('network');
+    return (
+        <>
+            <div class="toolbar" role="group" aria-label="Network view">
+                <button type="button" aria-pressed={view === 'network'} onClick={() => setView('network')}>
+                    HTTP
+                </button>
+                <button type="button" aria-pressed={view === 'dns'} onClick={() => setView('dns')}>
+                    DNS
+                </button>
+            </div>
+            <EventTable key={view} id={id} kindName={view} />
+        </>
     );
 }
 
@@ -79,6 +99,7 @@ export function Session({ id, tab, go }) {
                 <h1 id="session-title" tabIndex={-1}>
                     Session {s.name || id}
                     {s.status && <span class={`status status-${s.status}`}>{s.status}</span>}
+                    {s.reason && <span class="muted reason">{s.reason}</span>}
                 </h1>
                 <Stats id={id} />
             </div>
@@ -86,7 +107,7 @@ export function Session({ id, tab, go }) {
             <Tabs tabs={TABS} current={current} label="Session views" onSelect={(t) => go(`/s/${encodeURIComponent(id)}/${t}`)} />
             <div class="panel" role="tabpanel" id={`panel-${current}`} aria-labelledby={`tab-${current}`}>
                 {current === 'terminal' && <TerminalTab id={id} />}
-                {current === 'network' && <EventTable id={id} kindName="network" />}
+                {current === 'network' && <NetworkTab id={id} />}
                 {current === 'models' && <EventTable id={id} kindName="models" />}
                 {current === 'tools' && <EventTable id={id} kindName="tools" />}
                 {current === 'files' && <EventTable id={id} kindName="files" />}

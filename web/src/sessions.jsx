@@ -5,7 +5,13 @@ import { call, events, rowsOf } from './api.js';
 import { count, duration, sessionCost, sessionTokens, sessionUptime, usd } from './format.js';
 import { Dialog, ErrorNote, Failure } from './ui.jsx';
 
-const AGENTS = ['claude', 'codex', 'gemini', 'shell'];
+// Agents the daemon knows (a preset command each); '' is none: a shell.
+const AGENTS = [
+    ['', 'none (a shell)'],
+    ['claude', 'claude'],
+    ['codex', 'codex'],
+    ['gemini', 'gemini'],
+];
 const PRESETS = ['default', 'strict', 'open'];
 
 function parseEnv(text) {
@@ -23,7 +29,7 @@ function parseEnv(text) {
 }
 
 function NewSession({ open, onClose, onCreated }) {
-    const [form, setForm] = useState({ agent: 'claude', command: '', mem: 2048, cpus: 2, policy: 'default', env: '' });
+    const [form, setForm] = useState({ agent: '', command: '', mem: 512, cpus: 1, policy: 'default', env: '' });
     const [error, setError] = useState(null);
     const [busy, setBusy] = useState(false);
     const set = (k) => (e) => setForm({ ...form, [k]: e.currentTarget.value });
@@ -37,14 +43,20 @@ function NewSession({ open, onClose, onCreated }) {
             setError(err.message);
             return;
         }
-        const body = { agent: form.agent, mem: Number(form.mem), cpus: Number(form.cpus), policy: form.policy, env };
+        const body = { mem: Number(form.mem), cpus: Number(form.cpus) };
+        if (Object.keys(env).length)
+            body.env = env;
+        if (form.agent)
+            body.agent = form.agent;
         if (form.command.trim())
-            body.command = form.command.trim();
+            body.command = ['/bin/sh', '-c', form.command.trim()];
+        if (form.policy !== 'default')
+            body.policy = form.policy;
         setBusy(true);
         const r = await call('sessions', { method: 'POST', body });
         setBusy(false);
         if (!r.ok) {
-            setError(r.status === 404 ? 'Starting sessions is not available in this daemon yet.' : r.error);
+            setError(r.status === 404 && r.error === 'no such route' ? 'Starting sessions is not available in this daemon yet.' : r.error);
             return;
         }
         onCreated(r.data);
@@ -55,19 +67,19 @@ function NewSession({ open, onClose, onCreated }) {
                 <label>
                     Agent
                     <select value={form.agent} onChange={set('agent')} name="agent">
-                        {AGENTS.map((a) => (
-                            <option value={a}>{a}</option>
+                        {AGENTS.map(([v, l]) => (
+                            <option value={v}>{l}</option>
                         ))}
                     </select>
                 </label>
                 <label>
-                    Command <span class="hint">(optional; the agent's own when empty)</span>
+                    Command <span class="hint">(optional, run by /bin/sh; the session stops when it exits)</span>
                     <input name="command" value={form.command} onInput={set('command')} autocomplete="off" />
                 </label>
                 <div class="row">
                     <label>
                         Memory (MiB)
-                        <input name="mem" type="number" min="256" step="256" value={form.mem} onInput={set('mem')} />
+                        <input name="mem" type="number" min="64" step="64" value={form.mem} onInput={set('mem')} />
                     </label>
                     <label>
                         CPUs
@@ -127,7 +139,7 @@ export function Sessions({ go }) {
         if (purge && !confirm(`Delete session ${id} and its records?`))
             return;
         const r = await call(`sessions/${encodeURIComponent(id)}${purge ? '?purge=1' : ''}`, { method: 'DELETE' });
-        setActionError(r.ok ? null : r.status === 404 ? `${purge ? 'Delete' : 'Stop'} is not available.` : r.error);
+        setActionError(r.ok ? null : r.status === 404 && r.error === 'no such route' ? `${purge ? 'Delete' : 'Stop'} is not available.` : r.error);
         load();
     };
 
@@ -168,13 +180,16 @@ export function Sessions({ go }) {
                                     </td>
                                     <td>{s.agent || '—'}</td>
                                     <td>
-                                        <span class={`status status-${s.status || 'unknown'}`}>{s.status || 'unknown'}</span>
+                                        <span class={`status status-${s.status || 'unknown'}`} title={s.reason || ''}>
+                                            {s.status || 'unknown'}
+                                        </span>
+                                        {s.reason && <span class="muted reason"> {s.reason}</span>}
                                     </td>
                                     <td class="num">{duration(sessionUptime(s, now))}</td>
                                     <td class="num">{count(sessionTokens(s))}</td>
                                     <td class="num">{usd(sessionCost(s))}</td>
                                     <td class="actions-cell">
-                                        <button type="button" onClick={() => act(s, false)} disabled={s.status === 'stopped' || s.status === 'exited'}>
+                                        <button type="button" onClick={() => act(s, false)} disabled={['stopping', 'stopped', 'failed', 'purged'].includes(s.status)}>
                                             Stop
                                         </button>
                                         <button type="button" class="danger" onClick={() => act(s, true)}>

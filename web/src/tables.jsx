@@ -1,7 +1,9 @@
 // The event tabs (Network, Models, Tools, Files): one table component fed
-// by sessions/{id}/<kind> with filters (sent as query parameters and also
-// applied to live rows), cursor paging ("Load older"), rows that arrive on
-// the events WebSocket added live, and a drawer with a row's details.
+// by sessions/{id}/<kind>, newest first, with filters (those the route knows
+// go as query parameters; all are applied to the rows shown), cursor paging
+// ("Load older"), live rows (from the events WebSocket, and by polling the
+// newest page every few seconds while Live is on), and a drawer with a
+// row's details.
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { call, cursorOf, events, rowsOf } from './api.js';
 import { Charts } from './charts.jsx';
@@ -33,9 +35,9 @@ export const KINDS = {
             { key: 'duration_us', label: 'Time taken', fmt: micros, num: true },
         ],
         filters: [
-            { key: 'host', label: 'Host contains', type: 'text', match: (r, v) => (r.host || '').includes(v) },
+            { key: 'host', label: 'Host', type: 'text', match: (r, v) => (r.host || '') === v.trim().toLowerCase(), server: true },
             { key: 'method', label: 'Method', type: 'select', options: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'CONNECT'], match: (r, v) => r.method === v },
-            { key: 'decision', label: 'Decision', type: 'select', options: ['allow', 'block', 'log'], match: (r, v) => decision(r.decision) === v },
+            { key: 'decision', label: 'Decision', type: 'select', options: ['allow', 'block', 'log'], match: (r, v) => decision(r.decision) === v, server: true },
             {
                 key: 'status_class',
                 label: 'Status',
@@ -55,6 +57,25 @@ export const KINDS = {
             ['Response body preview', r.resp_preview, 'pre'],
         ],
     },
+    dns: {
+        title: 'DNS',
+        route: 'dns-events',
+        live: [],
+        columns: [
+            { key: 'time_us', label: 'Time', fmt: timeOfDay },
+            { key: 'name', label: 'Name', fmt: text, wide: true },
+            { key: 'type', label: 'Type', fmt: text },
+            { key: 'decision', label: 'Decision', fmt: decision },
+            { key: 'answer', label: 'Answer', fmt: text },
+            { key: 'rule', label: 'Rule', fmt: (v) => v ?? 'default' },
+        ],
+        filters: [
+            { key: 'host', label: 'Name', type: 'text', match: (r, v) => (r.name || '') === v.trim().toLowerCase(), server: true },
+            { key: 'decision', label: 'Decision', type: 'select', options: ['allow', 'block', 'log'], match: (r, v) => decision(r.decision) === v, server: true },
+        ],
+        title_of: (r) => `${r.type || ''} ${r.name || ''}`,
+        sections: (r) => [['Question', r]],
+    },
     models: {
         title: 'Models',
         route: 'model-calls',
@@ -72,7 +93,7 @@ export const KINDS = {
             { key: 'duration_us', label: 'Duration', fmt: micros, num: true },
         ],
         filters: [
-            { key: 'provider', label: 'Provider', type: 'select', options: ['anthropic', 'openai', 'gemini'], match: (r, v) => r.provider === v },
+            { key: 'provider', label: 'Provider', type: 'select', options: ['anthropic', 'openai', 'gemini'], match: (r, v) => r.provider === v, server: true },
             { key: 'model', label: 'Model contains', type: 'text', match: (r, v) => (r.model_answered || r.model_requested || '').includes(v) },
         ],
         title_of: (r) => `${r.provider || ''} ${r.model_answered || r.model_requested || ''}`,
@@ -99,8 +120,8 @@ export const KINDS = {
         live: ['file-event', 'file_event'],
         columns: [
             { key: 'time_us', label: 'Time', fmt: timeOfDay },
-            { key: 'op', label: 'Operation', fmt: (v, r) => text(v ?? r.action ?? r.kind) },
-            { key: 'path', label: 'Path', fmt: text, wide: true },
+            { key: 'event', label: 'Event', fmt: (v, r) => text(v ?? r.op ?? r.kind) },
+            { key: 'path', label: 'Path', fmt: (v, r) => text(r.to ? `${v} → ${r.to}` : v), wide: true },
             { key: 'size', label: 'Size', fmt: (v, r) => bytes(v ?? r.bytes), num: true },
         ],
         filters: [{ key: 'path', label: 'Path contains', type: 'text', match: (r, v) => (r.path || '').includes(v) }],
@@ -157,8 +178,9 @@ function Section({ title, value, pre }) {
 function query(kind, filters, cursor) {
     const p = new URLSearchParams();
     p.set('limit', '200');
+    p.set('sort', 'desc');
     for (const f of kind.filters)
-        if (filters[f.key])
+        if (f.server && filters[f.key])
             p.set(f.key, filters[f.key]);
     if (cursor != null)
         p.set('cursor', String(cursor));
@@ -200,7 +222,9 @@ export function EventTable({ id, kindName }) {
     useEffect(
         () =>
             events.on((m) => {
-                if (!liveRef.current || !kind.live.includes(m.type))
+                // {"type":"telemetry","session":ID,"kind":"net-events","row":{...}}
+                const mine = m.type === 'telemetry' ? m.kind === kind.route : kind.live.includes(m.type);
+                if (!liveRef.current || !mine)
                     return;
                 const sid = m.session ?? m.session_id;
                 if (sid != null && String(sid) !== String(id))
@@ -216,6 +240,24 @@ export function EventTable({ id, kindName }) {
         [id, kindName]
     );
 
+    // Poll the newest page while live: new ids go on top.
+    useEffect(() => {
+        if (!live)
+            return;
+        const t = setInterval(async () => {
+            const r = await call(`${base}?${query(kind, filtersRef.current, null)}`);
+            if (!r.ok)
+                return;
+            const fresh = rowsOf(r.data);
+            setRows((old) => {
+                const seen = new Set(old.map((o) => o.id));
+                const add = fresh.filter((x) => x.id == null || !seen.has(x.id));
+                return add.length ? [...add, ...old] : old;
+            });
+        }, 3000);
+        return () => clearInterval(t);
+    }, [id, kindName, live]);
+
     const more = async () => {
         const r = await call(`${base}?${query(kind, filters, cursor)}`);
         if (r.ok) {
@@ -227,7 +269,10 @@ export function EventTable({ id, kindName }) {
     };
 
     const setFilter = (k) => (e) => setFilters({ ...filters, [k]: e.currentTarget.value });
-    const sorted = useMemo(() => rows, [rows]);
+    const sorted = useMemo(
+        () => rows.filter((r) => kind.filters.every((f) => !filters[f.key] || f.match(r, filters[f.key]))),
+        [rows, JSON.stringify(filters)]
+    );
 
     if (res && !res.ok)
         return <Failure res={res} what={`${kind.title} events`} />;

@@ -19,11 +19,14 @@ export function ErrorNote({ error }) {
     );
 }
 
-// The standard answer to a failed call: not available on 404, the error otherwise.
+// The standard answer to a failed call: not available when the route is
+// missing, the error otherwise.
 export function Failure({ res, what }) {
     if (!res || res.ok)
         return null;
-    if (res.status === 404)
+    // The daemon's own 404 for a path it has no route for; other 404s
+    // ("no such session") are answers of a route that exists.
+    if (res.status === 404 && (!res.error || res.error === 'no such route'))
         return <NotAvailable what={what} />;
     if (res.status === 401)
         return <ErrorNote error="Not signed in: open the login URL that `capsem serve` printed." />;
@@ -50,14 +53,20 @@ export function Dialog({ title, open, onClose, children }) {
     );
 }
 
-// A side panel over the page; Escape or the button closes it, focus moves in.
+// A side panel over the page; Escape or the button closes it; focus moves
+// in, and back when it closes.
 export function Drawer({ title, onClose, children }) {
     const ref = useRef(null);
     useEffect(() => {
+        const before = document.activeElement;
         ref.current && ref.current.focus();
         const key = (e) => e.key === 'Escape' && onClose();
         window.addEventListener('keydown', key);
-        return () => window.removeEventListener('keydown', key);
+        return () => {
+            window.removeEventListener('keydown', key);
+            // Back to where the user was (the row that opened it).
+            before && before.isConnected && before.focus();
+        };
     }, []);
     return (
         <aside class="drawer" role="dialog" aria-label={title} tabIndex={-1} ref={ref}>
