@@ -307,19 +307,34 @@ const cases = {
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
-    // A route that answers 404 gives a "not available" note, not a blank page.
+    // A route the daemon does not have (its own 404 "no such route") gives a
+    // "not available" note, not a blank page; another 404 ("no such
+    // session") is shown as the error it is.
     async not_available(srv, browser) {
         const page = await newPage(browser, srv);
         await login(page, srv);
-        const probe = await api(srv, 'sessions/no-such-session/net-events');
-        check(probe.status === 404, `GET sessions/no-such-session/net-events gave ${probe.status}, expected 404`);
+        const probe = await api(srv, 'no-such-route');
+        check(probe.status === 404 && probe.data && probe.data.error === 'no such route', `GET /api/v1/no-such-route gave ${probe.status} ${JSON.stringify(probe.data)}`);
+        // Stand in for a daemon without the telemetry routes: its exact 404.
+        const telemetry = /\/api\/v1\/sessions\/[^/]+\/[a-z-]+(\?.*)?$/;
+        await page.route(telemetry, (r) =>
+            r.fulfill({ status: 404, contentType: 'application/json', body: '{"error":"no such route"}' })
+        );
         for (const tab of ['network', 'models', 'tools', 'files']) {
-            await page.goto(`${srv.base}/#/s/no-such-session/${tab}`);
+            await page.goto(`${srv.base}/#/s/demo/${tab}`);
             await page.locator('.panel [data-state="not-available"]').waitFor({ timeout: 5000 });
         }
-        await page.goto(`${srv.base}/#/s/no-such-session/sql`);
+        await page.goto(`${srv.base}/#/s/demo/sql`);
         await page.getByRole('button', { name: 'Run' }).click();
         await page.locator('.panel [data-state="not-available"]').waitFor({ timeout: 5000 });
+        await page.unroute(telemetry);
+        // The real daemon on a session that does not exist.
+        const real = await api(srv, 'sessions/no-such-session/net-events');
+        if (real.status === 404 && real.data && real.data.error !== 'no such route') {
+            await page.goto(`${srv.base}/#/s/no-such-session/network`);
+            await page.locator('.panel .notice.error', { hasText: real.data.error }).waitFor({ timeout: 5000 });
+            check((await page.locator('.panel [data-state="not-available"]').count()) === 0, 'a missing session is shown as a missing route');
+        }
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
@@ -329,7 +344,7 @@ const cases = {
         const page = await newPage(browser, srv);
         await login(page, srv);
         await page.getByRole('button', { name: 'New session' }).click();
-        await page.locator('dialog select[name=agent]').selectOption('shell');
+        await page.locator('dialog select[name=agent]').selectOption('');
         await page.locator('dialog input[name=mem]').fill('512');
         await page.locator('dialog input[name=cpus]').fill('1');
         await page.locator('dialog button[type=submit]').click();
@@ -354,14 +369,14 @@ const cases = {
     // Needs the session routes and a guest: a curl in the session appears in
     // the open Network tab without reloading.
     async network_live(srv, browser) {
-        const id = await createSession(srv, { agent: 'shell', mem: 512, cpus: 1 });
+        const id = await createSession(srv, { mem: 512, cpus: 1 });
         try {
             const page = await newPage(browser, srv);
             await login(page, srv);
             await page.goto(`${srv.base}/#/s/${encodeURIComponent(id)}/network`);
             await page.getByRole('tab', { name: 'Network', selected: true }).waitFor();
             const ex = await api(srv, `sessions/${encodeURIComponent(id)}/exec`, 'POST', {
-                command: ['curl', '-s', '-o', '/dev/null', 'http://example.com/browser-test'],
+                argv: ['curl', '-s', '-o', '/dev/null', 'http://example.com/browser-test'],
             });
             check(ex.status !== 404, 'POST sessions/{id}/exec answered 404: not in this daemon yet');
             await page.locator('#network-table tbody tr', { hasText: 'example.com' }).first().waitFor({ timeout: 120000 });
@@ -375,7 +390,7 @@ const cases = {
 
     // Needs the session routes: a query from the SQL tab and its result table.
     async sql_query(srv, browser) {
-        const id = await createSession(srv, { agent: 'shell', mem: 512, cpus: 1 });
+        const id = await createSession(srv, { mem: 512, cpus: 1 });
         try {
             const page = await newPage(browser, srv);
             await login(page, srv);
