@@ -12,6 +12,8 @@
  */
 #include "netsvc.h"
 
+#include "tls.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,11 +28,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <setjmp.h>
 
 #include <cmocka.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 static char home[256];
 static char session[300];
@@ -251,8 +257,10 @@ static void test_netsvc_unknown_port_closes_the_connection(void **state)
 
 #define SECRET_KEY "sk-ant-real-NETSVC-SECRET-42"
 
+/* An HTTPS upstream on loopback with a leaf for api.anthropic.com from a test CA. */
 struct upstream {
     int lfd, port;
+    SSL_CTX *ctx;
     pthread_t th;
     char head[4096]; /* the last request head received */
 };
@@ -265,33 +273,53 @@ static void *upstream_main(void *arg)
         int fd = accept(u->lfd, NULL, NULL);
         if (fd < 0)
             return NULL;
+        SSL *ssl = SSL_new(u->ctx);
+        SSL_set_fd(ssl, fd);
         char buf[4096];
         size_t len = 0;
-        for (;;) {
-            ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
-            if (n <= 0)
-                break;
-            len += (size_t)n;
-            buf[len] = '\0';
-            char *end = strstr(buf, "\r\n\r\n");
-            if (!end)
-                continue;
-            size_t hl = (size_t)(end + 4 - buf);
-            memcpy(u->head, buf, hl);
-            u->head[hl] = '\0';
-            const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-            if (write(fd, ok, strlen(ok)) < 0)
-                break;
-            memmove(buf, buf + hl, len - hl);
-            len -= hl;
+        if (SSL_accept(ssl) == 1) {
+            for (;;) {
+                int n = SSL_read(ssl, buf + len, (int)(sizeof(buf) - 1 - len));
+                if (n <= 0)
+                    break;
+                len += (size_t)n;
+                buf[len] = '\0';
+                char *end = strstr(buf, "\r\n\r\n");
+                if (!end)
+                    continue;
+                size_t hl = (size_t)(end + 4 - buf);
+                memcpy(u->head, buf, hl);
+                u->head[hl] = '\0';
+                const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if (SSL_write(ssl, ok, (int)strlen(ok)) <= 0)
+                    break;
+                memmove(buf, buf + hl, len - hl);
+                len -= hl;
+            }
         }
+        SSL_free(ssl);
         close(fd);
     }
 }
 
-static void upstream_start(struct upstream *u)
+static void upstream_start(struct upstream *u, const char *ca_dir)
 {
     memset(u, 0, sizeof(*u));
+    struct mitm_ca *ca = NULL;
+    struct mitm_certs *certs = NULL;
+    char err[256];
+    assert_int_equal(mitm_ca_open(ca_dir, &ca, err, sizeof(err)), 0);
+    assert_int_equal(mitm_certs_create(ca, 4, &certs), 0);
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    assert_int_equal(mitm_certs_get(certs, "api.anthropic.com", &cert, &key), 0);
+    u->ctx = SSL_CTX_new(TLS_server_method());
+    assert_int_equal(SSL_CTX_use_certificate(u->ctx, cert), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(u->ctx, key), 1);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    mitm_certs_free(certs);
+    mitm_ca_free(ca);
     u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(bind(u->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
@@ -307,24 +335,49 @@ static void upstream_stop(struct upstream *u)
     shutdown(u->lfd, SHUT_RDWR);
     close(u->lfd);
     pthread_join(u->th, NULL);
+    SSL_CTX_free(u->ctx);
 }
 
-/* One plain-HTTP request from a fake guest through the proxy port; returns the status. */
-static int guest_request(struct netsvc *n, const char *req, char *resp, size_t resplen)
+/*
+ * One request from a fake guest through the proxy port: TLS with SNI `sni`
+ * trusting the session CA, or plain HTTP when sni is NULL. Returns the status.
+ */
+static int guest_request(struct netsvc *n, const char *sni, const char *req, char *resp,
+                         size_t resplen)
 {
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    uint8_t h[22] = {'C', 'N', 'E', 'T', 1, 4, 0x1f, 0x90, 10,  0,   0,
-                     1,   0,   0,   0,   7, 0, 4,    'c',  'u', 'r', 'l'};
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    uint8_t h[22] = {
+        'C', 'N', 'E', 'T', 1,   4,  sni ? 0x01 : 0x00, sni ? 0xbb : 0x50, 10, 0, 0, 1, 0, 0, 0, 7,
+        0,   4,   'c', 'u', 'r', 'l'};
     assert_int_equal(write(sv[0], h, sizeof(h)), (ssize_t)sizeof(h));
     netsvc_accept(n, NETSVC_PORT_PROXY, sv[1]);
-    assert_int_equal(write(sv[0], req, strlen(req)), (ssize_t)strlen(req));
+    SSL_CTX *ctx = NULL;
+    SSL *ssl = NULL;
+    if (sni) {
+        ctx = SSL_CTX_new(TLS_client_method());
+        BIO *bio = BIO_new_mem_buf(netsvc_ca_pem(n), -1);
+        X509 *ca = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+        assert_non_null(ca);
+        X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca);
+        X509_free(ca);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+        ssl = SSL_new(ctx);
+        SSL_set_fd(ssl, sv[0]);
+        SSL_set_tlsext_host_name(ssl, sni);
+        SSL_set1_host(ssl, sni);
+        assert_int_equal(SSL_connect(ssl), 1);
+        assert_int_equal(SSL_write(ssl, req, (int)strlen(req)), (int)strlen(req));
+    } else {
+        assert_int_equal(write(sv[0], req, strlen(req)), (ssize_t)strlen(req));
+    }
     size_t len = 0;
     for (;;) {
-        struct pollfd p = {.fd = sv[0], .events = POLLIN};
-        if (poll(&p, 1, 10000) != 1)
-            fail_msg("no answer from the proxy in 10 s");
-        ssize_t got = read(sv[0], resp + len, resplen - 1 - len);
+        ssize_t got = ssl ? SSL_read(ssl, resp + len, (int)(resplen - 1 - len))
+                          : read(sv[0], resp + len, resplen - 1 - len);
         if (got <= 0)
             break;
         len += (size_t)got;
@@ -334,6 +387,8 @@ static int guest_request(struct netsvc *n, const char *req, char *resp, size_t r
         if (end && cl && len >= (size_t)(end + 4 - resp) + strtoul(cl + 16, NULL, 10))
             break;
     }
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
     close(sv[0]);
     assert_true(len > 12);
     return (int)strtol(resp + 9, NULL, 10);
@@ -351,18 +406,43 @@ static bool file_holds(const char *path, const char *needle)
     return memmem(buf, n, needle, strlen(needle)) != NULL;
 }
 
+/* Rows of net_events matching `where`, waiting up to 5 s (events follow the answers). */
+static int wait_net_rows(struct netsvc *n, const char *where, int want)
+{
+    int got = 0;
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(netsvc_flush(n), 0);
+        sqlite3 *h = NULL;
+        assert_int_equal(sqlite3_open_v2(netsvc_db_path(n), &h, SQLITE_OPEN_READONLY, NULL),
+                         SQLITE_OK);
+        char sql[600];
+        snprintf(sql, sizeof(sql), "select count(*) from net_events where %s", where);
+        sqlite3_stmt *st = NULL;
+        assert_int_equal(sqlite3_prepare_v2(h, sql, -1, &st, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        got = sqlite3_column_int(st, 0);
+        sqlite3_finalize(st);
+        sqlite3_close(h);
+        if (got >= want)
+            break;
+        usleep(100000);
+    }
+    return got;
+}
+
 static void test_netsvc_credentials_swapped_and_kept_out(void **state)
 {
     (void)state;
+    char ca_dir[400];
+    snprintf(ca_dir, sizeof(ca_dir), "%s/upca", home);
     struct upstream u;
-    upstream_start(&u);
-    char conf[1024];
+    upstream_start(&u, ca_dir);
+    char conf[1200];
     snprintf(conf, sizeof(conf),
-             "{\"network\":{\"default\":\"allow\",\"http_ports\":[8080],"
-             "\"upstream\":{\"resolve\":{\"plain.test:8080\":\"127.0.0.1:%d\","
-             "\"other.test:8080\":\"127.0.0.1:%d\"}}},"
-             "\"credentials\":{\"anthropic\":{\"hosts\":[\"plain.test\"]}}}",
-             u.port, u.port);
+             "{\"network\":{\"default\":\"allow\","
+             "\"upstream\":{\"ca_file\":\"%s/ca.crt\",\"resolve\":{"
+             "\"api.anthropic.com:443\":\"127.0.0.1:%d\",\"other.test:443\":\"127.0.0.1:%d\"}}}}",
+             ca_dir, u.port, u.port);
     write_config(conf);
     setenv("ANTHROPIC_API_KEY", SECRET_KEY, 1);
     unsetenv("OPENAI_API_KEY");
@@ -383,47 +463,46 @@ static void test_netsvc_credentials_swapped_and_kept_out(void **state)
     assert_null(strstr(env[0], SECRET_KEY));
     const char *ph = env[0] + strlen("ANTHROPIC_API_KEY=");
 
+    /* To the provider over HTTPS: the upstream gets the real key. */
     char req[1024], resp[2048];
     snprintf(req, sizeof(req),
-             "GET /hello HTTP/1.1\r\nHost: plain.test:8080\r\nx-api-key: %s\r\n"
+             "GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nx-api-key: %s\r\n"
              "Connection: close\r\n\r\n",
              ph);
-    assert_int_equal(guest_request(n, req, resp, sizeof(resp)), 200);
+    assert_int_equal(guest_request(n, "api.anthropic.com", req, resp, sizeof(resp)), 200);
     assert_non_null(strstr(u.head, "x-api-key: " SECRET_KEY "\r\n"));
     assert_null(strstr(resp, SECRET_KEY));
 
+    /* To another host, and to the provider in the clear: 403, nothing upstream. */
     u.head[0] = '\0';
     snprintf(req, sizeof(req),
-             "GET /hello HTTP/1.1\r\nHost: other.test:8080\r\nx-api-key: %s\r\n"
+             "GET /hello HTTP/1.1\r\nHost: other.test\r\nx-api-key: %s\r\n"
              "Connection: close\r\n\r\n",
              ph);
-    assert_int_equal(guest_request(n, req, resp, sizeof(resp)), 403);
-    assert_non_null(strstr(resp, "placeholder was sent to other.test"));
-    assert_string_equal(u.head, ""); /* nothing went upstream */
+    assert_int_equal(guest_request(n, "other.test", req, resp, sizeof(resp)), 403);
+    assert_non_null(strstr(resp, "credential placeholder sent to other.test"));
+    snprintf(req, sizeof(req),
+             "GET /hello HTTP/1.1\r\nHost: api.anthropic.com\r\nx-api-key: %s\r\n"
+             "Connection: close\r\n\r\n",
+             ph);
+    assert_int_equal(guest_request(n, NULL, req, resp, sizeof(resp)), 403);
+    assert_non_null(strstr(resp, "sent to api.anthropic.com over plain HTTP"));
+    assert_string_equal(u.head, "");
 
-    /* The event is reported just after the answer: wait for it (up to 5 s). */
+    assert_int_equal(wait_net_rows(n,
+                                   "host='other.test' and decision=1 and rule='credentials' and "
+                                   "error='credential placeholder sent to other.test'",
+                                   1),
+                     1);
+    assert_int_equal(wait_net_rows(n,
+                                   "host='api.anthropic.com' and status=403 and error='credential "
+                                   "placeholder sent to api.anthropic.com over plain HTTP'",
+                                   1),
+                     1);
+    assert_int_equal(
+        wait_net_rows(n, "host='api.anthropic.com' and path='/v1/models' and status=200", 1), 1);
     char db[400], path[420];
     snprintf(db, sizeof(db), "%s", netsvc_db_path(n));
-    int found = 0;
-    for (int i = 0; i < 50 && !found; i++) {
-        assert_int_equal(netsvc_flush(n), 0);
-        sqlite3 *h = NULL;
-        assert_int_equal(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-        sqlite3_stmt *st = NULL;
-        assert_int_equal(sqlite3_prepare_v2(h,
-                                            "select count(*) from net_events where host="
-                                            "'other.test' and error='credential placeholder "
-                                            "sent to other.test' and decision=1",
-                                            -1, &st, NULL),
-                         SQLITE_OK);
-        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        found = sqlite3_column_int(st, 0);
-        sqlite3_finalize(st);
-        sqlite3_close(h);
-        if (!found)
-            usleep(100000);
-    }
-    assert_int_equal(found, 1);
     netsvc_stop(n);
     loop_destroy(l);
     /* Nowhere in the database files, whatever the column. */
