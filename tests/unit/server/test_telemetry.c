@@ -1055,6 +1055,54 @@ static void test_sink_model_totals_add_up_across_net_and_model(void **state)
     sqlite3_close(db);
 }
 
+static void test_sink_model_full_queue_drops_and_counts(void **state)
+{
+    struct fixture *f = *state;
+    struct telemetry *t = open_ok(f->path);
+    struct sink s = telemetry_sink(t);
+    sqlite3 *locker = db_open(f->path);
+    /* The queue holds 16384, the writer's batch waiting for the lock up to 512 more. */
+    const int64_t total = 16384 + 512 + 300;
+    struct model_tool_call tc = {.id = "toolu_x", .name = "Bash", .arguments = "{\"a\":1}"};
+    struct model_tool_result tr = {.id = "toolu_w", .preview = "ok"};
+    FILE *logf = tmpfile();
+    uint64_t dropped;
+    int64_t rows;
+
+    /* Another connection holds the write lock: nothing can be committed, the queue fills. */
+    assert_non_null(logf);
+    log_set_file(logf);
+    assert_int_equal(sqlite3_exec(locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    for (int64_t i = 0; i < total; i++) {
+        struct model_call c = sample_model(i);
+
+        c.tool_calls = &tc;
+        c.n_tool_calls = 1;
+        c.tool_results = &tr;
+        c.n_tool_results = 1;
+        sink_model(&s, &c);
+    }
+    log_set_file(NULL);
+    fclose(logf);
+    dropped = telemetry_dropped(t);
+    assert_true(dropped >= 300);
+    assert_true(dropped < (uint64_t)total);
+    assert_int_equal(sqlite3_exec(locker, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(locker);
+    assert_int_equal(telemetry_flush(t), 0);
+    telemetry_close(t);
+
+    /* What was not dropped landed whole: each call with its tool call and result, counted once. */
+    rows = count_rows(f->path, "model_calls");
+    assert_int_equal((uint64_t)rows + dropped, (uint64_t)total);
+    assert_int_equal(count_rows(f->path, "tool_calls"), rows);
+    assert_int_equal(count_rows(f->path, "tool_results"), rows);
+    locker = db_open(f->path);
+    assert_int_equal(db_int(locker, "SELECT model_calls FROM session_totals"), rows);
+    assert_int_equal(db_int(locker, "SELECT input_tokens FROM session_totals"), rows * 1200);
+    sqlite3_close(locker);
+}
+
 #define ARGS_SECRETS                                                                               \
     "{\"cmd\":\"curl -H 'Authorization: Bearer " K_TOK "' x\",\"api-key\":\"" K_HDR "\","          \
     "\"env\":\"OPENAI_API_KEY=" K_OAI "\",\"note\":\"sk-\\u0061nt-api03-" K_ESC "\"}"
@@ -1220,6 +1268,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sink_model_unknown_counts_and_cost_stored_as_null,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sink_model_totals_add_up_across_net_and_model, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_sink_model_full_queue_drops_and_counts, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sink_model_secrets_scrubbed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_telemetry_open_migrates_0001_keeping_rows, setup,
