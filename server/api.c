@@ -7,6 +7,7 @@
 #include "api.h"
 
 #include "log.h"
+#include "sessions.h"
 #include "webassets.h"
 
 #include <errno.h>
@@ -48,6 +49,14 @@ static const struct api_route routes[] = {
     {"POST", "/api/v1/auth/codes", API_REST, API_AUTH | API_JSON_BODY, post_auth_codes,
      "Mint a one-time login code"},
     {"GET", "/api/v1/events", API_WS, API_AUTH, NULL, "Event stream (WebSocket)"},
+    {"POST", "/api/v1/sessions", API_REST, API_AUTH | API_JSON_BODY, api_sessions_create,
+     "Boot a new session"},
+    {"GET", "/api/v1/sessions", API_REST, API_AUTH, api_sessions_list, "List the sessions"},
+    {"GET", "/api/v1/sessions/{id}", API_REST, API_AUTH, api_sessions_get, "One session"},
+    {"DELETE", "/api/v1/sessions/{id}", API_REST, API_AUTH, api_sessions_delete,
+     "Stop a session (?purge=1 also removes its directory)"},
+    {"POST", "/api/v1/sessions/{id}/exec", API_REST, API_AUTH | API_JSON_BODY, api_sessions_exec,
+     "Run a command in a session and wait for it"},
 };
 
 const struct api_route *api_routes(size_t *count)

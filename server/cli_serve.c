@@ -9,6 +9,7 @@
 #include "cli_run.h"
 #include "httpd.h"
 #include "log.h"
+#include "sessions.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef CAPSEM_VERSION
 #define CAPSEM_VERSION "0.0.0"
@@ -134,6 +136,8 @@ int cli_serve_main(int argc, char **argv)
     char err[512];
     struct auth *auth = NULL;
     struct httpd *h = NULL;
+    struct sessions *sessions = NULL;
+    char serve_json[4200] = "";
     int status = CAPSEM_EXIT_FAILED;
     const char *lvl = getenv("CAPSEM_LOG");
     int level = lvl ? log_level_parse(lvl) : -1;
@@ -175,6 +179,12 @@ int cli_serve_main(int argc, char **argv)
         fprintf(stderr, "capsem serve: %s\n", err);
         goto out;
     }
+    int src = sessions_create(home, &sessions);
+    if (src < 0) {
+        fprintf(stderr, "capsem serve: cannot start the session manager: %s\n", strerror(-src));
+        goto out;
+    }
+    api_sessions_attach(sessions);
     struct httpd_opts ho = {.addr = o.addr,
                             .port = o.port,
                             .auth = auth,
@@ -202,6 +212,17 @@ int cli_serve_main(int argc, char **argv)
     fflush(stdout);
     memset(code, 0, sizeof(code));
     LOG_INFO("event=serving addr=%s port=%u", o.addr, httpd_port(h));
+    /* Where the CLI finds this daemon (capsem list, exec, stop, logs). */
+    snprintf(serve_json, sizeof(serve_json), "%s/serve.json", home);
+    FILE *sf = fopen(serve_json, "w");
+    if (sf) {
+        fprintf(sf, "{\"addr\":\"%s\",\"port\":%u,\"pid\":%d}\n", url_host, httpd_port(h),
+                (int)getpid());
+        fclose(sf);
+    } else {
+        LOG_WARN("event=serve_json_write_failed err=%s", strerror(errno));
+        serve_json[0] = '\0';
+    }
 
     int sig = 0;
     if (sigwait(&stop, &sig) != 0)
@@ -209,7 +230,11 @@ int cli_serve_main(int argc, char **argv)
     LOG_INFO("event=stopping signal=%d", sig);
     status = 0;
 out:
+    if (serve_json[0])
+        unlink(serve_json);
     httpd_destroy(h);
+    api_sessions_attach(NULL);
+    sessions_destroy(sessions);
     auth_destroy(auth);
     return status;
 }

@@ -1,0 +1,1060 @@
+/*
+ * The daemon's session manager (sessions.h). One loop thread runs every
+ * session's vm_runner and network services; HTTP threads queue work items
+ * (boot, stop, exec, kill) under the manager's mutex and wake the loop
+ * through an eventfd, then wait on a condition variable where they need an
+ * answer (exec). The mutex is recursive because runner callbacks, which
+ * take it, may run from inside runner calls made with it held.
+ */
+#include "sessions.h"
+
+#include "cli_run.h"
+#include "log.h"
+#include "loop.h"
+#include "session_dir.h"
+#include "vm_runner.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum work_kind { W_BOOT, W_STOP, W_EXEC, W_KILL };
+
+struct sess;
+
+/* One exec in flight; freed by whoever sees it last (waiter, or loop when abandoned). */
+struct xrec {
+    struct sess *sess;
+    char **argv;
+    size_t argc;
+    char **env;
+    size_t n_env;
+    char *cwd;
+    void *in;
+    size_t in_len;
+    bool with_stdin;
+    uint32_t id;
+    bool running, done, abandoned;
+    size_t out_cap, err_cap;
+    struct sessions_exec_result res;
+    struct xrec *next;
+};
+
+struct work {
+    enum work_kind kind;
+    struct sess *sess;
+    struct xrec *x;
+    struct work *next;
+};
+
+struct sess {
+    struct sessions *m;
+    char id[SESSION_NAME_MAX + 1];
+    char status[16];
+    char reason[512];
+    long long created;
+    struct timespec t0; /* when it became running */
+    json_t *command;    /* array of strings, or NULL */
+    char rootfs[4096];  /* as asked ("" default) */
+    unsigned mem_mib, cpus;
+    char log[4096];
+    char dir[4096];
+    int exit_code; /* the session command's status, -1 none */
+    struct cli_run_opts o;
+    char **o_cmd;
+    const char **o_env;
+    struct cli_paths *p;
+    struct vm_runner *r;
+    uint32_t main_id;
+    bool has_main, stopping, purge;
+    struct xrec *execs;
+    struct sess *next;
+};
+
+struct sessions {
+    char home[3900]; /* room for /sessions/<id> in a session's dir */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct loop *loop;
+    int efd;
+    pthread_t th;
+    bool started;
+    struct work *q, **qtail;
+    struct sess *list;
+};
+
+static const struct vm_runner_ops runner_ops;
+
+static long long now_s(void)
+{
+    return (long long)time(NULL);
+}
+
+/* ---- session.json ---------------------------------------------------------- */
+
+static bool live(const struct sess *s)
+{
+    return !strcmp(s->status, "booting") || !strcmp(s->status, "running");
+}
+
+static void persist(struct sess *s)
+{
+    char path[4200], tmp[4210];
+    if (!s->dir[0])
+        return;
+    json_t *j = json_pack("{s:s,s:I,s:s,s:s,s:s}", "name", s->id, "created", (json_int_t)s->created,
+                          "status", s->status, "reason", s->reason, "log", s->log);
+    if (!j)
+        return;
+    if (s->command)
+        json_object_set(j, "command", s->command);
+    if (s->exit_code >= 0)
+        json_object_set_new(j, "exit_code", json_integer(s->exit_code));
+    snprintf(path, sizeof(path), "%s/session.json", s->dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (json_dump_file(j, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0) {
+        json_decref(j);
+        return;
+    }
+    LOG_WARN("event=session_json_write_failed id=%s", s->id);
+    unlink(tmp);
+    json_decref(j);
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) ? -1 : 0;
+}
+
+static void purge_dir(const char *dir)
+{
+    if (dir[0] && nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        LOG_WARN("event=session_purge_failed dir=%s err=%s", dir, strerror(errno));
+}
+
+/* ---- JSON view --------------------------------------------------------------- */
+
+/* Totals from the session database when there is one. */
+static void add_totals(json_t *j, const char *dir)
+{
+    char path[4200];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    json_int_t req = 0, in = 0, outk = 0;
+    double cost = 0;
+    snprintf(path, sizeof(path), "%s/session.db", dir);
+    if (dir[0] && access(path, R_OK) == 0 &&
+        sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 200);
+        if (sqlite3_prepare_v2(db,
+                               "SELECT requests, input_tokens, output_tokens, cost_usd "
+                               "FROM session_totals WHERE id = 1",
+                               -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            req = sqlite3_column_int64(st, 0);
+            in = sqlite3_column_int64(st, 1);
+            outk = sqlite3_column_int64(st, 2);
+            cost = sqlite3_column_double(st, 3);
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    json_object_set_new(j, "requests", json_integer(req));
+    json_object_set_new(j, "tokens", json_integer(in + outk));
+    json_object_set_new(j, "input_tokens", json_integer(in));
+    json_object_set_new(j, "output_tokens", json_integer(outk));
+    json_object_set_new(j, "cost", json_real(cost));
+}
+
+/* The session's JSON; lock held. NULL on allocation failure. */
+static json_t *view(const struct sess *s)
+{
+    double up = 0;
+    if (!strcmp(s->status, "running")) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        up = (double)(t.tv_sec - s->t0.tv_sec) + (double)(t.tv_nsec - s->t0.tv_nsec) / 1e9;
+    }
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:I,s:f,s:s}", "id", s->id, "name", s->id, "status", s->status,
+                  "created", (json_int_t)s->created, "uptime", up, "dir", s->dir);
+    if (!j)
+        return NULL;
+    json_object_set_new(j, "command", s->command ? json_incref(s->command) : json_null());
+    if (s->reason[0])
+        json_object_set_new(j, "reason", json_string(s->reason));
+    if (s->log[0])
+        json_object_set_new(j, "log", json_string(s->log));
+    if (s->mem_mib)
+        json_object_set_new(j, "mem", json_integer(s->mem_mib));
+    if (s->cpus)
+        json_object_set_new(j, "cpus", json_integer(s->cpus));
+    if (s->exit_code >= 0)
+        json_object_set_new(j, "exit_code", json_integer(s->exit_code));
+    add_totals(j, s->dir);
+    return j;
+}
+
+/* ---- allocation helpers ------------------------------------------------------ */
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int strv_dup(const char *const *src, size_t n, char ***out)
+{
+    char **v = calloc(n + 1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = strdup(src[i]);
+        if (!v[i]) {
+            strv_free(v, n);
+            return -ENOMEM;
+        }
+    }
+    *out = v;
+    return 0;
+}
+
+static void xrec_free(struct xrec *x)
+{
+    if (!x)
+        return;
+    strv_free(x->argv, x->argc);
+    strv_free(x->env, x->n_env);
+    free(x->cwd);
+    free(x->in);
+    sessions_exec_result_fini(&x->res);
+    free(x);
+}
+
+static void sess_free(struct sess *s)
+{
+    if (!s)
+        return;
+    json_decref(s->command);
+    strv_free(s->o_cmd, s->o.n_cmd);
+    if (s->o_env) {
+        for (size_t i = 0; i < s->o.n_env; i++)
+            free((char *)s->o_env[i]);
+        free(s->o_env);
+    }
+    free(s->p);
+    free(s);
+}
+
+static struct sess *find(struct sessions *m, const char *id)
+{
+    for (struct sess *s = m->list; s; s = s->next)
+        if (!strcmp(s->id, id))
+            return s;
+    return NULL;
+}
+
+static void unlink_sess(struct sessions *m, struct sess *s)
+{
+    for (struct sess **pp = &m->list; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+}
+
+/* Queue a work item and wake the loop; lock held. */
+static int queue(struct sessions *m, enum work_kind k, struct sess *s, struct xrec *x)
+{
+    struct work *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->kind = k;
+    w->sess = s;
+    w->x = x;
+    *m->qtail = w;
+    m->qtail = &w->next;
+    uint64_t one = 1;
+    if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        LOG_WARN("event=sessions_wake_failed err=%s", strerror(errno));
+    return 0;
+}
+
+/* Forget queued work for s (about to be freed); lock held. */
+static void drop_work(struct sessions *m, struct sess *s)
+{
+    struct work **pp = &m->q;
+    while (*pp) {
+        struct work *w = *pp;
+        if (w->sess == s) {
+            *pp = w->next;
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    m->qtail = &m->q;
+    while (*m->qtail)
+        m->qtail = &(*m->qtail)->next;
+}
+
+/* ---- loop thread ---------------------------------------------------------- */
+
+static void exec_finish(struct xrec *x)
+{
+    x->done = true;
+    struct sess *s = x->sess;
+    for (struct xrec **pp = &s->execs; *pp; pp = &(*pp)->next)
+        if (*pp == x) {
+            *pp = x->next;
+            break;
+        }
+    x->next = NULL;
+    if (x->abandoned)
+        xrec_free(x);
+    else
+        pthread_cond_broadcast(&s->m->cv);
+}
+
+static struct xrec *exec_by_id(struct sess *s, uint32_t id)
+{
+    for (struct xrec *x = s->execs; x; x = x->next)
+        if (x->running && x->id == id)
+            return x;
+    return NULL;
+}
+
+/* The VM is gone (or never came): settle the status, release everything; lock held. */
+static void sess_ended(struct sess *s, bool failed, const char *msg)
+{
+    snprintf(s->status, sizeof(s->status), "%s", failed ? "failed" : "stopped");
+    snprintf(s->reason, sizeof(s->reason), "%s", failed && msg ? msg : "");
+    while (s->execs) {
+        struct xrec *x = s->execs;
+        snprintf(x->res.error, sizeof(x->res.error), "the session ended");
+        x->res.exit_code = -1;
+        exec_finish(x);
+    }
+    if (s->p) {
+        cli_net_stop(s->p);
+        cli_scratch_remove(s->p);
+    }
+    persist(s);
+    LOG_INFO("event=session_%s id=%s", s->status, s->id);
+    if (s->purge) {
+        purge_dir(s->dir);
+        drop_work(s->m, s);
+        unlink_sess(s->m, s);
+        sess_free(s);
+    }
+}
+
+static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
+{
+    struct sess *s = opaque;
+    (void)h;
+    pthread_mutex_lock(&s->m->mu);
+    clock_gettime(CLOCK_MONOTONIC, &s->t0);
+    snprintf(s->status, sizeof(s->status), "running");
+    snprintf(s->log, sizeof(s->log), "%s/vm.log", vm_runner_dir(s->r));
+    LOG_INFO("event=session_running id=%s boot_ms=%lld", s->id, (long long)boot_ms);
+    if (s->o.n_cmd && !s->stopping) {
+        size_t n = 0;
+        const char *const *env = cli_exec_env(&s->o, s->p, &n);
+        if (vm_runner_exec(s->r, (const char *const *)s->o.cmd, s->o.n_cmd, env, n, NULL, false,
+                           &s->main_id) == 0)
+            s->has_main = true;
+        else
+            vm_runner_stop(s->r);
+    }
+    persist(s);
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void append(char **buf, size_t *len, size_t *cap, const uint8_t *p, size_t n, bool *cut)
+{
+    if (n > SESSIONS_EXEC_OUT_MAX - *len) {
+        n = SESSIONS_EXEC_OUT_MAX - *len;
+        *cut = true;
+    }
+    if (!n)
+        return;
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 4096;
+        while (c < *len + n + 1)
+            c *= 2;
+        char *b = realloc(*buf, c);
+        if (!b) {
+            *cut = true;
+            return;
+        }
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, size_t len)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    struct xrec *x = exec_by_id(s, id);
+    if (x && len) {
+        if (stream == 2)
+            append(&x->res.err, &x->res.err_len, &x->err_cap, p, len, &x->res.truncated);
+        else
+            append(&x->res.out, &x->res.out_len, &x->out_cap, p, len, &x->res.truncated);
+    }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void on_exit_cb(void *opaque, const struct ctl_exit *e)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    if (s->has_main && e->id == s->main_id) {
+        s->exit_code = ctl_exit_status(e);
+        s->has_main = false;
+        s->stopping = true;
+        vm_runner_stop(s->r);
+    } else {
+        struct xrec *x = exec_by_id(s, e->id);
+        if (x) {
+            x->res.exit_code = ctl_exit_status(e);
+            snprintf(x->res.error, sizeof(x->res.error), "%s", e->error);
+            exec_finish(x);
+        }
+    }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void on_guest_error(void *opaque, uint32_t id, const char *msg)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    struct xrec *x = exec_by_id(s, id);
+    if (x) {
+        x->res.exit_code = -1;
+        snprintf(x->res.error, sizeof(x->res.error), "%s", msg);
+        exec_finish(x);
+    } else {
+        LOG_WARN("event=guest_error id=%s msg=\"%s\"", s->id, msg);
+    }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void on_vsock(void *opaque, unsigned port, int fd)
+{
+    struct sess *s = opaque;
+    cli_on_vsock(s->p, port, fd);
+}
+
+static void on_done(void *opaque, int err, const char *msg, const char *log_path)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    struct sessions *m = s->m;
+    if (log_path)
+        snprintf(s->log, sizeof(s->log), "%s", log_path);
+    struct vm_runner *r = s->r;
+    s->r = NULL;
+    vm_runner_destroy(r);
+    sess_ended(s, err != 0 && !s->stopping, msg);
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+static const struct vm_runner_ops runner_ops = {
+    .on_ready = on_ready,
+    .on_output = on_output,
+    .on_exit = on_exit_cb,
+    .on_guest_error = on_guest_error,
+    .on_vsock = on_vsock,
+    .on_done = on_done,
+};
+
+/* Boot session s the way `capsem run` does; lock held. */
+static void do_boot(struct sessions *m, struct sess *s)
+{
+    char err[1024];
+    if (s->stopping) {
+        sess_ended(s, false, NULL);
+        return;
+    }
+    if (!s->p)
+        s->p = calloc(1, sizeof(*s->p));
+    if (!s->p || cli_run_paths(&s->o, s->p) || cli_session_prepare(&s->o, s->p)) {
+        sess_ended(s, true,
+                   "cannot prepare the session (assets, integrity or directory; "
+                   "see the daemon's log)");
+        return;
+    }
+    snprintf(s->dir, sizeof(s->dir), "%s", s->p->session_dir);
+    if (cli_net_start(m->loop, &s->o, s->p)) {
+        sess_ended(s, true, "cannot start the network services (see the daemon's log)");
+        return;
+    }
+    if (vm_runner_create(m->loop, &runner_ops, s, &s->r)) {
+        sess_ended(s, true, "out of memory");
+        return;
+    }
+    struct vm_runner_config cfg;
+    cli_runner_config(&s->o, s->p, &cfg);
+    if (vm_runner_start(s->r, &cfg, err, sizeof(err))) {
+        vm_runner_destroy(s->r);
+        s->r = NULL;
+        sess_ended(s, true, err);
+        return;
+    }
+    persist(s);
+}
+
+static void on_wake(void *opaque, uint32_t events)
+{
+    struct sessions *m = opaque;
+    uint64_t v;
+    (void)events;
+    if (read(m->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        LOG_WARN("event=sessions_wake_read_failed err=%s", strerror(errno));
+    pthread_mutex_lock(&m->mu);
+    while (m->q) {
+        struct work *w = m->q;
+        m->q = w->next;
+        if (!m->q)
+            m->qtail = &m->q;
+        struct sess *s = w->sess;
+        struct xrec *x = w->x;
+        enum work_kind kind = w->kind;
+        free(w);
+        switch (kind) {
+        case W_BOOT:
+            do_boot(m, s);
+            break;
+        case W_STOP:
+            if (s->r)
+                vm_runner_stop(s->r);
+            break;
+        case W_EXEC: {
+            int rc = -ENOTCONN;
+            if (s->r) {
+                const char **env = calloc(x->n_env + 1 + 64, sizeof(*env));
+                size_t n = 0, ne = 0;
+                const char *const *base = cli_exec_env(&s->o, s->p, &n);
+                if (env) {
+                    for (size_t i = 0; i < n && ne < 64; i++)
+                        env[ne++] = base[i];
+                    for (size_t i = 0; i < x->n_env; i++)
+                        env[ne++] = x->env[i];
+                    rc = vm_runner_exec(s->r, (const char *const *)x->argv, x->argc, env, ne,
+                                        x->cwd, x->with_stdin, &x->id);
+                } else {
+                    rc = -ENOMEM;
+                }
+                free(env);
+            }
+            if (rc == 0) {
+                x->running = true;
+                if (x->with_stdin &&
+                    ((x->in_len && vm_runner_send_stdin(s->r, x->id, x->in, x->in_len) < 0) ||
+                     vm_runner_send_stdin(s->r, x->id, NULL, 0) < 0))
+                    LOG_WARN("event=exec_stdin_failed id=%s", s->id);
+            } else {
+                x->res.exit_code = -1;
+                snprintf(x->res.error, sizeof(x->res.error), "cannot start the command: %s",
+                         strerror(-rc));
+                exec_finish(x);
+            }
+            break;
+        }
+        case W_KILL:
+            /* x may be gone already (finished meanwhile): look it up. */
+            for (struct sess *t = m->list; t; t = t->next)
+                for (struct xrec *y = t->execs; y; y = y->next)
+                    if (y == x && y->running && t->r && vm_runner_signal(t->r, y->id, SIGKILL) < 0)
+                        LOG_WARN("event=exec_kill_failed id=%s", t->id);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void *loop_main(void *arg)
+{
+    struct sessions *m = arg;
+    int rc = loop_run(m->loop);
+    if (rc)
+        LOG_ERR("event=sessions_loop_failed err=%s", strerror(-rc));
+    return NULL;
+}
+
+/* ---- public ---------------------------------------------------------------- */
+
+/* A session found on disk: listed as stopped (or failed, as it was). */
+static void load_one(struct sessions *m, const char *id)
+{
+    char path[4200];
+    struct stat st;
+    if (!session_name_ok(id) || find(m, id))
+        return;
+    struct sess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    s->m = m;
+    s->exit_code = -1;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
+    snprintf(s->status, sizeof(s->status), "stopped");
+    if (stat(s->dir, &st) == 0)
+        s->created = (long long)st.st_mtime;
+    snprintf(path, sizeof(path), "%s/session.json", s->dir);
+    json_t *j = json_load_file(path, 0, NULL);
+    if (json_is_object(j)) {
+        json_t *v;
+        if (json_is_integer(v = json_object_get(j, "created")))
+            s->created = json_integer_value(v);
+        if (json_is_array(v = json_object_get(j, "command")))
+            s->command = json_incref(v);
+        if (json_is_string(v = json_object_get(j, "log")))
+            snprintf(s->log, sizeof(s->log), "%s", json_string_value(v));
+        if (json_is_integer(v = json_object_get(j, "exit_code")))
+            s->exit_code = (int)json_integer_value(v);
+        if (json_is_string(v = json_object_get(j, "status")) &&
+            !strcmp(json_string_value(v), "failed")) {
+            snprintf(s->status, sizeof(s->status), "failed");
+            if (json_is_string(v = json_object_get(j, "reason")))
+                snprintf(s->reason, sizeof(s->reason), "%s", json_string_value(v));
+        }
+    }
+    json_decref(j);
+    /* Oldest first. */
+    struct sess **pp = &m->list;
+    while (*pp && (*pp)->created <= s->created)
+        pp = &(*pp)->next;
+    s->next = *pp;
+    *pp = s;
+}
+
+int sessions_create(const char *home, struct sessions **out)
+{
+    int rc = 0;
+    struct sessions *m = calloc(1, sizeof(*m));
+    if (!m)
+        return -ENOMEM;
+    m->efd = -1;
+    m->qtail = &m->q;
+    if (strlen(home) >= sizeof(m->home)) {
+        free(m);
+        return -ENAMETOOLONG;
+    }
+    snprintf(m->home, sizeof(m->home), "%s", home);
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&m->mu, &a);
+    pthread_mutexattr_destroy(&a);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s/sessions", home);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.')
+                load_one(m, e->d_name);
+        closedir(d);
+    }
+    rc = loop_create(&m->loop);
+    if (rc)
+        goto out;
+    m->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (m->efd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = loop_add(m->loop, m->efd, EPOLLIN, on_wake, m);
+    if (rc)
+        goto out;
+    /* The VMMs must not inherit a blocked SIGTERM/SIGINT from this thread (vm_runner unblocks
+     * for its child); the loop thread gets the caller's mask. */
+    rc = -pthread_create(&m->th, NULL, loop_main, m);
+    if (rc)
+        goto out;
+    m->started = true;
+    *out = m;
+    return 0;
+out:
+    sessions_destroy(m);
+    return rc;
+}
+
+static bool any_live(struct sessions *m)
+{
+    for (struct sess *s = m->list; s; s = s->next)
+        if (s->r)
+            return true;
+    return false;
+}
+
+void sessions_destroy(struct sessions *m)
+{
+    if (!m)
+        return;
+    if (m->started) {
+        pthread_mutex_lock(&m->mu);
+        for (struct sess *s = m->list; s; s = s->next)
+            if (live(s)) {
+                s->stopping = true;
+                if (queue(m, W_STOP, s, NULL) < 0)
+                    LOG_WARN("event=session_stop_queue_failed id=%s", s->id);
+            }
+        struct timespec dl;
+        clock_gettime(CLOCK_MONOTONIC, &dl);
+        dl.tv_sec += 30;
+        while (any_live(m) && pthread_cond_timedwait(&m->cv, &m->mu, &dl) == 0)
+            ;
+        pthread_mutex_unlock(&m->mu);
+        loop_stop(m->loop);
+        pthread_join(m->th, NULL);
+    }
+    /* The loop is stopped: whatever is left is torn down here. */
+    while (m->q) {
+        struct work *w = m->q;
+        m->q = w->next;
+        free(w);
+    }
+    while (m->list) {
+        struct sess *s = m->list;
+        m->list = s->next;
+        if (s->r) {
+            vm_runner_destroy(s->r);
+            s->r = NULL;
+            s->purge = false;
+            sess_ended(s, false, NULL);
+        }
+        sess_free(s);
+    }
+    if (m->efd >= 0) {
+        if (m->loop)
+            loop_del(m->loop, m->efd);
+        close(m->efd);
+    }
+    loop_destroy(m->loop);
+    pthread_cond_destroy(&m->cv);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t **out, char *err,
+                   size_t errlen)
+{
+    char id[SESSION_NAME_MAX + 1];
+    int rc = 0;
+    struct sess *s = NULL;
+    if (spec->name) {
+        if (!session_name_ok(spec->name)) {
+            snprintf(err, errlen,
+                     "name: 1-63 characters of a-z, 0-9 and '-', not starting or "
+                     "ending with '-'");
+            return -EINVAL;
+        }
+        snprintf(id, sizeof(id), "%s", spec->name);
+    } else {
+        char r[SESSION_ID_HEX + 1];
+        if (session_id_random(r)) {
+            snprintf(err, errlen, "cannot make a session id");
+            return -EIO;
+        }
+        snprintf(id, sizeof(id), "%s", r);
+    }
+    pthread_mutex_lock(&m->mu);
+    s = find(m, id);
+    if (s && (live(s) || s->r || s->purge)) {
+        snprintf(err, errlen, "name: session '%s' is already running", id);
+        rc = -EEXIST;
+        s = NULL;
+        goto out;
+    }
+    bool fresh = !s;
+    if (fresh) {
+        s = calloc(1, sizeof(*s));
+        if (!s) {
+            rc = -ENOMEM;
+            goto nomem;
+        }
+        s->m = m;
+        snprintf(s->id, sizeof(s->id), "%s", id);
+        snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
+    } else {
+        /* A stopped session of that name boots again on its own directory. */
+        json_decref(s->command);
+        s->command = NULL;
+        strv_free(s->o_cmd, s->o.n_cmd);
+        s->o_cmd = NULL;
+        if (s->o_env) {
+            for (size_t i = 0; i < s->o.n_env; i++)
+                free((char *)s->o_env[i]);
+            free(s->o_env);
+            s->o_env = NULL;
+        }
+        free(s->p);
+        s->p = NULL;
+        s->log[0] = s->reason[0] = '\0';
+        s->has_main = s->stopping = false;
+    }
+    s->created = now_s();
+    s->exit_code = -1;
+    s->mem_mib = spec->mem_mib ? spec->mem_mib : CLI_RUN_DEFAULT_MEM_MIB;
+    s->cpus = spec->cpus ? spec->cpus : CLI_RUN_DEFAULT_CPUS;
+    snprintf(s->status, sizeof(s->status), "booting");
+    snprintf(s->rootfs, sizeof(s->rootfs), "%s", spec->rootfs ? spec->rootfs : "");
+    memset(&s->o, 0, sizeof(s->o));
+    s->o.mem_mib = s->mem_mib;
+    s->o.cpus = s->cpus;
+    s->o.boot_timeout_s = CLI_RUN_DEFAULT_BOOT_TIMEOUT_S;
+    s->o.rootfs = s->rootfs[0] ? s->rootfs : NULL;
+    s->o.name = s->id;
+    s->o.keep_logs = true;
+    s->o.no_net = spec->no_net;
+    if (spec->argc) {
+        if (strv_dup(spec->argv, spec->argc, &s->o_cmd))
+            goto nomem;
+        s->o.cmd = s->o_cmd;
+        s->o.n_cmd = spec->argc;
+        s->command = json_array();
+        for (size_t i = 0; s->command && i < spec->argc; i++)
+            json_array_append_new(s->command, json_string(spec->argv[i]));
+    }
+    if (spec->n_env) {
+        char **e = NULL;
+        if (strv_dup(spec->env, spec->n_env, &e))
+            goto nomem;
+        s->o_env = (const char **)e;
+        s->o.env = s->o_env;
+        s->o.n_env = spec->n_env;
+    }
+    if (fresh) {
+        s->next = NULL;
+        struct sess **pp = &m->list;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = s;
+    }
+    rc = queue(m, W_BOOT, s, NULL);
+    if (rc)
+        goto nomem_linked;
+    LOG_INFO("event=session_booting id=%s", s->id);
+    *out = view(s);
+    if (!*out)
+        rc = -ENOMEM;
+    goto out;
+nomem_linked:
+    snprintf(s->status, sizeof(s->status), "failed");
+    snprintf(s->reason, sizeof(s->reason), "out of memory");
+    snprintf(err, errlen, "out of memory");
+    goto out;
+nomem:
+    snprintf(err, errlen, "out of memory");
+    rc = -ENOMEM;
+    if (s && fresh)
+        sess_free(s);
+    else if (s)
+        snprintf(s->status, sizeof(s->status), "failed");
+out:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+json_t *sessions_list(struct sessions *m)
+{
+    json_t *a = json_array();
+    if (!a)
+        return NULL;
+    pthread_mutex_lock(&m->mu);
+    for (struct sess *s = m->list; s; s = s->next)
+        if (json_array_append_new(a, view(s))) {
+            json_decref(a);
+            a = NULL;
+            break;
+        }
+    pthread_mutex_unlock(&m->mu);
+    return a;
+}
+
+int sessions_get(struct sessions *m, const char *id, json_t **out)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (s) {
+        *out = view(s);
+        rc = *out ? 0 : -ENOMEM;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+int sessions_stop(struct sessions *m, const char *id, bool purge, json_t **out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (!s) {
+        rc = -ENOENT;
+        goto out;
+    }
+    if (s->r || !strcmp(s->status, "booting")) {
+        s->stopping = true;
+        s->purge = s->purge || purge;
+        rc = queue(m, W_STOP, s, NULL);
+        if (out && rc == 0) {
+            *out = view(s);
+            if (*out)
+                json_object_set_new(*out, "status", json_string("stopping"));
+        }
+        goto out;
+    }
+    if (out)
+        *out = view(s);
+    if (purge) {
+        purge_dir(s->dir);
+        unlink_sess(m, s);
+        sess_free(s);
+        if (out && *out)
+            json_object_set_new(*out, "status", json_string("purged"));
+    }
+out:
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+int sessions_exec_run(struct sessions *m, const char *id, const struct sessions_exec *xs,
+                      struct sessions_exec_result *res, char *err, size_t errlen)
+{
+    int rc = 0;
+    struct xrec *x = calloc(1, sizeof(*x));
+    if (!x || strv_dup(xs->argv, xs->argc, &x->argv) || strv_dup(xs->env, xs->n_env, &x->env) ||
+        (xs->cwd && !(x->cwd = strdup(xs->cwd)))) {
+        if (x)
+            x->argc = xs->argc, x->n_env = xs->n_env;
+        xrec_free(x);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    x->argc = xs->argc;
+    x->n_env = xs->n_env;
+    if (xs->stdin_data) {
+        x->with_stdin = true;
+        x->in = malloc(xs->stdin_len ? xs->stdin_len : 1);
+        if (!x->in) {
+            xrec_free(x);
+            snprintf(err, errlen, "out of memory");
+            return -ENOMEM;
+        }
+        memcpy(x->in, xs->stdin_data, xs->stdin_len);
+        x->in_len = xs->stdin_len;
+    }
+    unsigned t = xs->timeout_s ? xs->timeout_s : SESSIONS_EXEC_TIMEOUT_S;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (!s) {
+        rc = -ENOENT;
+        snprintf(err, errlen, "no such session");
+        goto fail;
+    }
+    if (strcmp(s->status, "running") || s->stopping || !s->r) {
+        rc = -EAGAIN;
+        snprintf(err, errlen, "session '%s' is %s, not running", s->id,
+                 s->stopping ? "stopping" : s->status);
+        goto fail;
+    }
+    x->sess = s;
+    x->next = s->execs;
+    s->execs = x;
+    rc = queue(m, W_EXEC, s, x);
+    if (rc) {
+        s->execs = x->next;
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += t;
+    while (!x->done && pthread_cond_timedwait(&m->cv, &m->mu, &dl) != ETIMEDOUT)
+        ;
+    if (!x->done) {
+        x->res.timed_out = true;
+        if (queue(m, W_KILL, s, x) == 0) {
+            dl.tv_sec += 5;
+            while (!x->done && pthread_cond_timedwait(&m->cv, &m->mu, &dl) != ETIMEDOUT)
+                ;
+        }
+    }
+    if (!x->done) {
+        /* Still not over: hand what came so far, the loop frees x when it ends. */
+        x->abandoned = true;
+        *res = x->res;
+        res->out = x->res.out ? strdup(x->res.out) : NULL;
+        res->err = x->res.err ? strdup(x->res.err) : NULL;
+        res->out_len = res->out ? x->res.out_len : 0;
+        res->err_len = res->err ? x->res.err_len : 0;
+        res->exit_code = -1;
+        pthread_mutex_unlock(&m->mu);
+        return 0;
+    }
+    bool timed_out = x->res.timed_out;
+    *res = x->res;
+    res->timed_out = timed_out;
+    memset(&x->res, 0, sizeof(x->res));
+    pthread_mutex_unlock(&m->mu);
+    xrec_free(x);
+    return 0;
+fail:
+    pthread_mutex_unlock(&m->mu);
+    xrec_free(x);
+    return rc;
+}
+
+void sessions_exec_result_fini(struct sessions_exec_result *res)
+{
+    free(res->out);
+    free(res->err);
+    res->out = res->err = NULL;
+    res->out_len = res->err_len = 0;
+}
+
+int sessions_log_path(struct sessions *m, const char *id, char *buf, size_t len)
+{
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (s && s->log[0]) {
+        snprintf(buf, len, "%s", s->log);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}

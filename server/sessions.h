@@ -1,0 +1,121 @@
+/*
+ * The daemon's session manager: many VM sessions at once, each booted the
+ * way `capsem run` boots one (cli_session_prepare, cli_net_start,
+ * cli_runner_config, vm_runner), all driven by one event loop on a thread
+ * of the manager's own. Other threads (the HTTP handlers) call the
+ * functions below; they take a mutex, hand loop work over through an
+ * eventfd, and never touch a runner themselves. Every session keeps a
+ * small session.json (name, created, command, status, reason, log) in its
+ * directory under $CAPSEM_HOME/sessions, so a restarted daemon lists the
+ * sessions it finds there as stopped.
+ */
+#ifndef CAPSEM_SERVER_SESSIONS_H
+#define CAPSEM_SERVER_SESSIONS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Bytes of stdout (and of stderr) an exec keeps; past this the output is cut and flagged. */
+#define SESSIONS_EXEC_OUT_MAX (16u << 20)
+/* Default and largest exec timeout, seconds. */
+#define SESSIONS_EXEC_TIMEOUT_S 60u
+#define SESSIONS_EXEC_TIMEOUT_MAX_S 3600u
+
+struct sessions;
+
+/* What a new session asks for; strings and arrays are borrowed for the call. */
+struct sessions_spec {
+    const char *name; /* NULL = a random id */
+    const char *const
+        *argv; /* command run once booted (the session stops when it exits), or NULL */
+    size_t argc;
+    unsigned mem_mib, cpus;
+    const char *const *env; /* "K=V" for every command in the session */
+    size_t n_env;
+    const char *rootfs; /* NULL = default image, "none" = the initramfs alone, or a path */
+    bool no_net;
+};
+
+/* One exec request (strings borrowed for the call). */
+struct sessions_exec {
+    const char *const *argv;
+    size_t argc;
+    const char *const *env;
+    size_t n_env;
+    const char *cwd;        /* NULL = the agent's default */
+    const void *stdin_data; /* fed then closed; NULL = no stdin */
+    size_t stdin_len;
+    unsigned timeout_s; /* 0 = SESSIONS_EXEC_TIMEOUT_S */
+};
+
+/* An exec's result: out/err malloc'd (free with sessions_exec_result_fini). */
+struct sessions_exec_result {
+    char *out, *err;
+    size_t out_len, err_len;
+    bool truncated;
+    bool timed_out;  /* the command was killed at the timeout */
+    int exit_code;   /* 0-255, or 128+signal */
+    char error[256]; /* the guest's reason when the command could not run */
+};
+
+/*
+ * Start the manager for `home` ($CAPSEM_HOME, borrowed copy taken): its loop
+ * thread, and the sessions found under home/sessions listed as stopped.
+ * 0 or -errno.
+ */
+__attribute__((warn_unused_result)) int sessions_create(const char *home, struct sessions **out);
+/* Stop every running session (orderly, with a bounded wait), join the thread, free. NULL is fine.
+ */
+void sessions_destroy(struct sessions *s);
+
+/*
+ * Start a session: checks the name (-EINVAL bad, -EEXIST taken), then boots
+ * it on the loop thread. On success *out is the session's JSON (status
+ * "booting"; the caller owns it). -errno with a reason in err otherwise.
+ */
+__attribute__((warn_unused_result)) int sessions_start(struct sessions *s,
+                                                       const struct sessions_spec *spec,
+                                                       json_t **out, char *err, size_t errlen);
+/* JSON array of every session, oldest first. NULL on allocation failure. */
+json_t *sessions_list(struct sessions *s);
+/* The session's JSON into *out, or -ENOENT. */
+__attribute__((warn_unused_result)) int sessions_get(struct sessions *s, const char *id,
+                                                     json_t **out);
+/*
+ * Stop session `id` (its data kept; with `purge` its directory is removed
+ * once the VM is gone). *out (may be NULL) gets its JSON. -ENOENT unknown,
+ * -EBUSY purge asked while another stop is under way.
+ */
+__attribute__((warn_unused_result)) int sessions_stop(struct sessions *s, const char *id,
+                                                      bool purge, json_t **out);
+/*
+ * Run a command in session `id` and wait for it (up to the timeout, then it
+ * is killed and the result says so). Blocks the calling thread, never the
+ * loop. 0 with *res filled, -ENOENT unknown, -EAGAIN not running, or -errno
+ * with a reason in err.
+ */
+__attribute__((warn_unused_result)) int sessions_exec_run(struct sessions *s, const char *id,
+                                                          const struct sessions_exec *x,
+                                                          struct sessions_exec_result *res,
+                                                          char *err, size_t errlen);
+void sessions_exec_result_fini(struct sessions_exec_result *res);
+
+/* Path of the session's log (vm.log) into buf, or -ENOENT when none is known. */
+__attribute__((warn_unused_result)) int sessions_log_path(struct sessions *s, const char *id,
+                                                          char *buf, size_t len);
+
+/* ---- routes (api_sessions.c) ---- */
+struct api;
+struct api_req;
+struct api_resp;
+
+/* The manager the session routes use (borrowed; NULL = none: they answer 503). */
+void api_sessions_attach(struct sessions *s);
+int api_sessions_create(struct api *api, const struct api_req *req, struct api_resp *resp);
+int api_sessions_list(struct api *api, const struct api_req *req, struct api_resp *resp);
+int api_sessions_get(struct api *api, const struct api_req *req, struct api_resp *resp);
+int api_sessions_delete(struct api *api, const struct api_req *req, struct api_resp *resp);
+int api_sessions_exec(struct api *api, const struct api_req *req, struct api_resp *resp);
+
+#endif
