@@ -57,6 +57,8 @@ static const struct api_route routes[] = {
      "Stop a session (?purge=1 also removes its directory)"},
     {"POST", "/api/v1/sessions/{id}/exec", API_REST, API_AUTH | API_JSON_BODY, api_sessions_exec,
      "Run a command in a session and wait for it"},
+    {"GET", "/api/v1/sessions/{id}/terminal", API_WS, API_AUTH, NULL,
+     "The session's terminal (WebSocket)"},
 };
 
 const struct api_route *api_routes(size_t *count)

@@ -56,6 +56,11 @@ static bool path_id(const struct api_req *req, char *id, size_t len)
     return true;
 }
 
+struct sessions *api_sessions_attached(void)
+{
+    return atomic_load(&attached);
+}
+
 static struct sessions *mgr(struct api_resp *resp)
 {
     struct sessions *s = atomic_load(&attached);

@@ -15,9 +15,11 @@
 
 #include "api.h"
 #include "log.h"
+#include "sessions.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <libwebsockets.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -70,13 +72,65 @@ struct httpd {
     pthread_mutex_t adopt_lock; /* guards adopt_fds, adopt_n and adopt_cap */
     int *adopt_fds;
     size_t adopt_n, adopt_cap;
+    struct ws_pss *terms; /* terminal WebSockets (lws thread only) */
 };
+
+/* Largest text message on a terminal WebSocket (a resize request). */
+#define TERM_TEXT_MAX 1024
 
 /* Per-WebSocket state (lws allocates it zeroed). */
 struct ws_pss {
     bool open;
     bool hello_sent;
+    /* /api/v1/sessions/{id}/terminal: */
+    struct lws *wsi;
+    struct sessions_viewer *term;
+    struct ws_pss *next;
+    char text[TERM_TEXT_MAX];
+    size_t text_len;
+    bool text_bad;
 };
+
+/* A session's terminal has news for its viewers (loop thread): wake the lws thread. */
+static void term_wake(void *opaque)
+{
+    struct httpd *h = opaque;
+    lws_cancel_service(h->lws);
+}
+
+/* The session id of a terminal path, "/api/v1/sessions/ID/terminal", into id. */
+static bool term_path(const char *uri, char *id, size_t len)
+{
+    static const char pre[] = "/api/v1/sessions/", suf[] = "/terminal";
+    size_t ul = uri ? strlen(uri) : 0;
+    if (ul <= sizeof(pre) - 1 + sizeof(suf) - 1 || strncmp(uri, pre, sizeof(pre) - 1) ||
+        strcmp(uri + ul - (sizeof(suf) - 1), suf))
+        return false;
+    size_t n = ul - (sizeof(pre) - 1) - (sizeof(suf) - 1);
+    if (n >= len || memchr(uri + sizeof(pre) - 1, '/', n))
+        return false;
+    memcpy(id, uri + sizeof(pre) - 1, n);
+    id[n] = '\0';
+    return true;
+}
+
+/* A complete text message on a terminal: {"type":"resize","cols":C,"rows":R}. */
+static void term_text(struct ws_pss *pss)
+{
+    json_t *j = json_loadb(pss->text, pss->text_len, 0, NULL);
+    json_t *c = json_object_get(j, "cols"), *r = json_object_get(j, "rows");
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (type && !strcmp(type, "resize") && json_is_integer(c) && json_is_integer(r) &&
+        json_integer_value(c) >= 1 && json_integer_value(c) <= 65535 &&
+        json_integer_value(r) >= 1 && json_integer_value(r) <= 65535) {
+        if (sessions_term_resize(pss->term, (unsigned)json_integer_value(c),
+                                 (unsigned)json_integer_value(r)) < 0)
+            LOG_DEBUG("event=term_resize_failed");
+    } else {
+        LOG_DEBUG("event=term_text_ignored");
+    }
+    json_decref(j);
+}
 
 static uint64_t now_ms(void)
 {
@@ -215,8 +269,12 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
     struct ws_pss *pss = user;
     switch (reason) {
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (h)
+        if (h) {
             adopt_queued(h);
+            for (struct ws_pss *t = h->terms; t; t = t->next)
+                if (sessions_term_pending(t->term))
+                    lws_callback_on_writable(t->wsi);
+        }
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
         /* The sniffer checked this head already; check again on what lws
@@ -236,13 +294,45 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         api_resp_fini(&resp);
         return r && r->kind == API_WS ? 0 : -1;
     }
-    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_ESTABLISHED: {
+        char uri[512], id[128];
         pss->open = true;
+        pss->wsi = wsi;
         api_count_ws(h->api, 1);
         api_count_response(h->api, 101);
+        if (term_path(ws_hdr(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)), id, sizeof(id))) {
+            struct sessions *m = api_sessions_attached();
+            int rc = m ? sessions_term_attach(m, id, term_wake, h, &pss->term) : -ENOENT;
+            if (rc < 0) {
+                static const char nosuch[] = "no such session", notrun[] = "session not running";
+                const char *why = rc == -EAGAIN ? notrun : nosuch;
+                lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
+                                 strlen(why));
+                return -1;
+            }
+            pss->next = h->terms;
+            h->terms = pss;
+        }
         lws_callback_on_writable(wsi);
         return 0;
+    }
     case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (pss->term) {
+            unsigned char buf[LWS_PRE + 16384];
+            bool closed = false;
+            size_t n = sessions_term_take(pss->term, buf + LWS_PRE, sizeof(buf) - LWS_PRE, &closed);
+            if (n && lws_write(wsi, buf + LWS_PRE, n, LWS_WRITE_BINARY) < (int)n)
+                return -1;
+            if (closed) {
+                static const char bye[] = "session ended";
+                lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)bye,
+                                 sizeof(bye) - 1);
+                return -1;
+            }
+            if (sessions_term_pending(pss->term))
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
         if (pss->hello_sent)
             return 0;
         char *msg = NULL;
@@ -264,8 +354,37 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:
-        return 0; /* nothing is echoed for now */
+        if (!pss->term)
+            return 0; /* nothing is echoed on the events stream for now */
+        if (lws_frame_is_binary(wsi)) {
+            /* Keyboard bytes, fragment by fragment. */
+            if (len && sessions_term_input(pss->term, in, len) < 0)
+                return -1;
+            return 0;
+        }
+        if (len > TERM_TEXT_MAX - pss->text_len)
+            pss->text_bad = true;
+        else {
+            memcpy(pss->text + pss->text_len, in, len);
+            pss->text_len += len;
+        }
+        if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+            if (!pss->text_bad)
+                term_text(pss);
+            pss->text_len = 0;
+            pss->text_bad = false;
+        }
+        return 0;
     case LWS_CALLBACK_CLOSED:
+        if (pss && pss->term) {
+            for (struct ws_pss **pp = &h->terms; *pp; pp = &(*pp)->next)
+                if (*pp == pss) {
+                    *pp = pss->next;
+                    break;
+                }
+            sessions_term_detach(pss->term);
+            pss->term = NULL;
+        }
         if (pss && pss->open) {
             pss->open = false;
             api_count_ws(h->api, -1);

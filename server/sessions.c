@@ -11,7 +11,9 @@
 #include "cli_run.h"
 #include "log.h"
 #include "loop.h"
+#include "buf.h"
 #include "session_dir.h"
+#include "tframe.h"
 #include "vm_runner.h"
 
 #include <dirent.h>
@@ -31,7 +33,23 @@
 #include <time.h>
 #include <unistd.h>
 
-enum work_kind { W_BOOT, W_STOP, W_EXEC, W_KILL };
+enum work_kind { W_BOOT, W_STOP, W_EXEC, W_KILL, W_TFLUSH };
+
+/* Bytes of terminal output replayed to a new viewer, and queued per viewer at most. */
+#define TERM_REPLAY (64u << 10)
+#define TERM_VIEWER_MAX (4u << 20)
+#define TERM_RESTARTS_MAX 10
+
+/* One terminal WebSocket on a session's PTY (all fields under the manager's mutex). */
+struct sessions_viewer {
+    struct sessions *m;
+    struct sess *s; /* NULL once the session is gone */
+    struct buf out; /* PTY bytes not yet taken */
+    bool closed;
+    void (*wake)(void *opaque);
+    void *opaque;
+    struct sessions_viewer *next;
+};
 
 struct sess;
 
@@ -81,6 +99,15 @@ struct sess {
     uint32_t main_id;
     bool has_main, stopping, purge;
     struct xrec *execs;
+    /* The session's terminal: one PTY in the guest shared by every viewer. */
+    bool has_pty;
+    uint32_t pty_id;
+    unsigned pty_restarts;
+    int tfd;             /* its vsock connection, or -1 */
+    struct buf tout;     /* frames towards the guest */
+    struct buf ring;     /* the last TERM_REPLAY bytes of output */
+    unsigned cols, rows; /* last size asked for */
+    struct sessions_viewer *viewers;
     struct sess *next;
 };
 
@@ -260,6 +287,8 @@ static void sess_free(struct sess *s)
         free(s->o_env);
     }
     free(s->p);
+    buf_fini(&s->tout);
+    buf_fini(&s->ring);
     free(s);
 }
 
@@ -341,6 +370,8 @@ static struct xrec *exec_by_id(struct sess *s, uint32_t id)
     return NULL;
 }
 
+static void term_end(struct sess *s);
+
 /* The VM is gone (or never came): settle the status, release everything; lock held. */
 static void sess_ended(struct sess *s, bool failed, const char *msg)
 {
@@ -352,6 +383,7 @@ static void sess_ended(struct sess *s, bool failed, const char *msg)
         x->res.exit_code = -1;
         exec_finish(x);
     }
+    term_end(s);
     if (s->p) {
         cli_net_stop(s->p);
         cli_scratch_remove(s->p);
@@ -364,6 +396,124 @@ static void sess_ended(struct sess *s, bool failed, const char *msg)
         unlink_sess(s->m, s);
         sess_free(s);
     }
+}
+
+/* ---- the session's terminal (loop thread, lock held) ---- */
+
+static void wake_viewers(struct sess *s)
+{
+    for (struct sessions_viewer *v = s->viewers; v; v = v->next)
+        if (v->wake)
+            v->wake(v->opaque);
+}
+
+static void term_close(struct sess *s)
+{
+    if (s->tfd >= 0) {
+        loop_del(s->m->loop, s->tfd);
+        close(s->tfd);
+        s->tfd = -1;
+    }
+    buf_consume(&s->tout, s->tout.len);
+}
+
+/* The session is over: its viewers see the end. */
+static void term_end(struct sess *s)
+{
+    term_close(s);
+    s->has_pty = false;
+    while (s->viewers) {
+        struct sessions_viewer *v = s->viewers;
+        s->viewers = v->next;
+        v->next = NULL;
+        v->s = NULL;
+        v->closed = true;
+        if (v->wake)
+            v->wake(v->opaque);
+    }
+}
+
+static void term_start(struct sess *s)
+{
+    static const char *const argv[] = {
+        "/bin/sh", "-c", "if [ -x /bin/bash ]; then exec /bin/bash -l; fi; exec /bin/sh -l"};
+    const char *env[80];
+    size_t n = 0, ne = 0;
+    const char *const *base = cli_exec_env(&s->o, s->p, &n);
+    for (size_t i = 0; i < n && ne < 78; i++)
+        env[ne++] = base[i];
+    env[ne++] = "TERM=xterm-256color";
+    if (!s->r || s->stopping || s->pty_restarts >= TERM_RESTARTS_MAX)
+        return;
+    s->pty_restarts++;
+    if (vm_runner_pty(s->r, argv, 3, env, ne, NULL, s->cols ? s->cols : 80, s->rows ? s->rows : 24,
+                      &s->pty_id) == 0)
+        s->has_pty = true;
+    else
+        LOG_WARN("event=session_pty_failed id=%s", s->id);
+}
+
+static void term_flush(struct sess *s)
+{
+    while (s->tfd >= 0 && s->tout.len) {
+        ssize_t n = write(s->tfd, s->tout.data, s->tout.len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n <= 0) {
+            term_close(s);
+            return;
+        }
+        buf_consume(&s->tout, (size_t)n);
+    }
+    if (s->tfd >= 0 && loop_mod(s->m->loop, s->tfd, EPOLLIN | (s->tout.len ? EPOLLOUT : 0u)))
+        LOG_WARN("event=term_mod_failed id=%s", s->id);
+}
+
+static void term_output(struct sess *s, const uint8_t *p, size_t n)
+{
+    if (buf_append(&s->ring, p, n) == 0 && s->ring.len > TERM_REPLAY)
+        buf_consume(&s->ring, s->ring.len - TERM_REPLAY);
+    for (struct sessions_viewer *v = s->viewers; v; v = v->next) {
+        if (v->closed)
+            continue;
+        /* A viewer that does not keep up is dropped rather than holding memory. */
+        if (buf_append(&v->out, p, n) < 0)
+            v->closed = true;
+    }
+    wake_viewers(s);
+}
+
+static void term_io(void *opaque, uint32_t events)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    if (events & EPOLLOUT)
+        term_flush(s);
+    if (s->tfd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+        uint8_t b[16384];
+        ssize_t n = read(s->tfd, b, sizeof(b));
+        if (n > 0)
+            term_output(s, b, (size_t)n);
+        else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            term_close(s);
+    }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void on_terminal(void *opaque, uint32_t id, int fd)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    if (!s->has_pty || id != s->pty_id || s->tfd >= 0 ||
+        loop_add(s->m->loop, fd, EPOLLIN, term_io, s)) {
+        close(fd);
+    } else {
+        s->tfd = fd;
+        term_flush(s);
+    }
+    pthread_mutex_unlock(&s->m->mu);
 }
 
 static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
@@ -384,6 +534,7 @@ static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
         else
             vm_runner_stop(s->r);
     }
+    term_start(s);
     persist(s);
     pthread_mutex_unlock(&s->m->mu);
 }
@@ -436,6 +587,13 @@ static void on_exit_cb(void *opaque, const struct ctl_exit *e)
         s->has_main = false;
         s->stopping = true;
         vm_runner_stop(s->r);
+    } else if (s->has_pty && e->id == s->pty_id) {
+        /* The shell ended: the terminal lives as long as the session, so a new one starts. */
+        static const char bye[] = "\r\n[capsem: the shell exited; a new one starts]\r\n";
+        s->has_pty = false;
+        term_close(s);
+        term_output(s, (const uint8_t *)bye, sizeof(bye) - 1);
+        term_start(s);
     } else {
         struct xrec *x = exec_by_id(s, e->id);
         if (x) {
@@ -489,6 +647,7 @@ static const struct vm_runner_ops runner_ops = {
     .on_exit = on_exit_cb,
     .on_guest_error = on_guest_error,
     .on_vsock = on_vsock,
+    .on_terminal = on_terminal,
     .on_done = on_done,
 };
 
@@ -519,6 +678,7 @@ static void do_boot(struct sessions *m, struct sess *s)
     }
     struct vm_runner_config cfg;
     cli_runner_config(&s->o, s->p, &cfg);
+    cfg.terminal = true;
     if (vm_runner_start(s->r, &cfg, err, sizeof(err))) {
         vm_runner_destroy(s->r);
         s->r = NULL;
@@ -585,6 +745,9 @@ static void on_wake(void *opaque, uint32_t events)
             }
             break;
         }
+        case W_TFLUSH:
+            term_flush(s);
+            break;
         case W_KILL:
             /* x may be gone already (finished meanwhile): look it up. */
             for (struct sess *t = m->list; t; t = t->next)
@@ -619,6 +782,7 @@ static void load_one(struct sessions *m, const char *id)
     if (!s)
         return;
     s->m = m;
+    s->tfd = -1;
     s->exit_code = -1;
     snprintf(s->id, sizeof(s->id), "%s", id);
     snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
@@ -806,6 +970,7 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
             goto nomem;
         }
         s->m = m;
+        s->tfd = -1;
         snprintf(s->id, sizeof(s->id), "%s", id);
         snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
     } else {
@@ -823,7 +988,9 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
         free(s->p);
         s->p = NULL;
         s->log[0] = s->reason[0] = '\0';
-        s->has_main = s->stopping = false;
+        s->has_main = s->stopping = s->has_pty = false;
+        s->pty_restarts = 0;
+        buf_fini(&s->ring);
     }
     s->created = now_s();
     s->exit_code = -1;
@@ -1057,4 +1224,120 @@ int sessions_log_path(struct sessions *m, const char *id, char *buf, size_t len)
     }
     pthread_mutex_unlock(&m->mu);
     return rc;
+}
+
+/* ---- terminal viewers (any thread) ---- */
+
+int sessions_term_attach(struct sessions *m, const char *id, void (*wake)(void *opaque),
+                         void *opaque, struct sessions_viewer **out)
+{
+    int rc = 0;
+    struct sessions_viewer *v = calloc(1, sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    buf_init(&v->out, TERM_VIEWER_MAX);
+    v->m = m;
+    v->wake = wake;
+    v->opaque = opaque;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (!s) {
+        rc = -ENOENT;
+    } else if (!s->r || strcmp(s->status, "running")) {
+        rc = -EAGAIN;
+    } else if (buf_append(&v->out, s->ring.data, s->ring.len) < 0) {
+        rc = -ENOMEM;
+    } else {
+        v->s = s;
+        v->next = s->viewers;
+        s->viewers = v;
+    }
+    pthread_mutex_unlock(&m->mu);
+    if (rc) {
+        buf_fini(&v->out);
+        free(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+size_t sessions_term_take(struct sessions_viewer *v, void *buf, size_t max, bool *closed)
+{
+    pthread_mutex_lock(&v->m->mu);
+    size_t n = v->out.len < max ? v->out.len : max;
+    memcpy(buf, v->out.data, n);
+    buf_consume(&v->out, n);
+    *closed = v->closed && v->out.len == 0;
+    pthread_mutex_unlock(&v->m->mu);
+    return n;
+}
+
+bool sessions_term_pending(struct sessions_viewer *v)
+{
+    pthread_mutex_lock(&v->m->mu);
+    bool p = v->out.len > 0 || v->closed;
+    pthread_mutex_unlock(&v->m->mu);
+    return p;
+}
+
+/* Queue frames for the guest and have the loop write them; lock held. */
+static int term_send(struct sessions_viewer *v, const void *p, size_t len, int cols, int rows)
+{
+    struct sess *s = v->s;
+    if (!s || v->closed)
+        return -EPIPE;
+    int rc = 0;
+    if (p) {
+        const uint8_t *b = p;
+        while (len && rc == 0) {
+            size_t n = len < TFRAME_MAX_PAYLOAD ? len : TFRAME_MAX_PAYLOAD;
+            rc = s->tout.len > TERM_VIEWER_MAX ? -ENOBUFS : tframe_put_data(&s->tout, b, n);
+            b += n;
+            len -= n;
+        }
+    } else {
+        s->cols = (unsigned)cols;
+        s->rows = (unsigned)rows;
+        rc = tframe_put_resize(&s->tout, (uint16_t)cols, (uint16_t)rows);
+    }
+    if (rc == 0)
+        rc = queue(v->m, W_TFLUSH, s, NULL);
+    return rc;
+}
+
+int sessions_term_input(struct sessions_viewer *v, const void *p, size_t len)
+{
+    if (!len)
+        return 0;
+    pthread_mutex_lock(&v->m->mu);
+    int rc = term_send(v, p, len, 0, 0);
+    pthread_mutex_unlock(&v->m->mu);
+    return rc;
+}
+
+int sessions_term_resize(struct sessions_viewer *v, unsigned cols, unsigned rows)
+{
+    if (cols < 1 || rows < 1 || cols > 65535 || rows > 65535)
+        return -EINVAL;
+    pthread_mutex_lock(&v->m->mu);
+    int rc = term_send(v, NULL, 0, (int)cols, (int)rows);
+    pthread_mutex_unlock(&v->m->mu);
+    return rc;
+}
+
+void sessions_term_detach(struct sessions_viewer *v)
+{
+    if (!v)
+        return;
+    pthread_mutex_lock(&v->m->mu);
+    if (v->s)
+        for (struct sessions_viewer **pp = &v->s->viewers; *pp; pp = &(*pp)->next)
+            if (*pp == v) {
+                *pp = v->next;
+                break;
+            }
+    pthread_mutex_unlock(&v->m->mu);
+    buf_fini(&v->out);
+    free(v);
 }

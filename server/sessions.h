@@ -105,6 +105,33 @@ void sessions_exec_result_fini(struct sessions_exec_result *res);
 __attribute__((warn_unused_result)) int sessions_log_path(struct sessions *s, const char *id,
                                                           char *buf, size_t len);
 
+/* ---- the terminal: one PTY per session, shared by its viewers ---- */
+struct sessions_viewer;
+
+/*
+ * Attach a viewer to session `id`'s terminal: the last 64 KiB of output is
+ * queued for it at once, then every new byte. `wake(opaque)` is called (on
+ * the loop thread, with the manager's lock held: it must only signal) when
+ * bytes arrive or the session ends. 0, -ENOENT unknown, -EAGAIN not
+ * running, -ENOMEM.
+ */
+__attribute__((warn_unused_result)) int sessions_term_attach(struct sessions *s, const char *id,
+                                                             void (*wake)(void *opaque),
+                                                             void *opaque,
+                                                             struct sessions_viewer **out);
+/* Take up to max queued output bytes; *closed when the session is over and nothing is left. */
+size_t sessions_term_take(struct sessions_viewer *v, void *buf, size_t max, bool *closed);
+/* Whether take has anything to say (bytes, or the end). */
+bool sessions_term_pending(struct sessions_viewer *v);
+/* Keyboard bytes to the PTY. 0, -EPIPE when the session is over, -ENOBUFS/-ENOMEM. */
+__attribute__((warn_unused_result)) int sessions_term_input(struct sessions_viewer *v,
+                                                            const void *p, size_t len);
+/* Resize the PTY (1..65535 each, else -EINVAL). */
+__attribute__((warn_unused_result)) int sessions_term_resize(struct sessions_viewer *v,
+                                                             unsigned cols, unsigned rows);
+/* Detach and free the viewer. NULL is fine. */
+void sessions_term_detach(struct sessions_viewer *v);
+
 /* ---- routes (api_sessions.c) ---- */
 struct api;
 struct api_req;
@@ -112,6 +139,8 @@ struct api_resp;
 
 /* The manager the session routes use (borrowed; NULL = none: they answer 503). */
 void api_sessions_attach(struct sessions *s);
+/* The attached manager, or NULL. */
+struct sessions *api_sessions_attached(void);
 int api_sessions_create(struct api *api, const struct api_req *req, struct api_resp *resp);
 int api_sessions_list(struct api *api, const struct api_req *req, struct api_resp *resp);
 int api_sessions_get(struct api *api, const struct api_req *req, struct api_resp *resp);
