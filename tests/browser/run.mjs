@@ -4,11 +4,12 @@
 // temporary CAPSEM_HOME, signs in through the printed one-time URL and drives
 // Chromium (headless, background networking off) with playwright-core.
 // Screenshots are written to the artifacts folder. Exit 0 pass, 1 fail.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 
 function parseArgs() {
@@ -59,6 +60,7 @@ async function startServe() {
     return {
         url,
         base: m[1],
+        home,
         token,
         stop: async () => {
             proc.kill('SIGTERM');
@@ -105,6 +107,63 @@ async function createSession(srv, body) {
     check(r.status === 200 || r.status === 201, `POST /api/v1/sessions answered ${r.status}: ${JSON.stringify(r.data)}`);
     check(r.data && r.data.id != null, `POST /api/v1/sessions gave no id: ${JSON.stringify(r.data)}`);
     return String(r.data.id);
+}
+
+// A stopped session's directory as the runner leaves it: session.db made by
+// the telemetry migrations (schemas/telemetry, applied with sqlite3) with
+// the rows below, and fs-events.jsonl. No VM is needed to read it.
+const T0 = 1764300000000000; // microseconds
+const SEED_SQL = `
+INSERT INTO net_events (id, time_us, process, pid, method, scheme, host, port, path, query, status,
+  req_bytes, resp_bytes, duration_us, ttfb_us, decision, rule, tls_version, error, req_headers,
+  resp_headers, req_preview, resp_preview) VALUES
+ (1, ${T0}, 'curl', 41, 'GET', 'https', 'api.github.com', 443, '/repos/capsem', 'page=2', 200, 0, 812,
+  91000, 80000, 0, NULL, 'TLSv1.3', NULL, '{"user-agent":"curl/8.1","accept":"*/*"}',
+  '{"content-type":"application/json"}', NULL, '{"full_name":"capsem/capsem"}'),
+ (2, ${T0 + 2000000}, 'node', 77, 'POST', 'https', 'api.anthropic.com', 443, '/v1/messages', NULL, 200,
+  1500, 4200, 2400000, 700000, 0, NULL, 'TLSv1.3', NULL, '{"content-type":"application/json"}',
+  '{"content-type":"text/event-stream"}', '{"model":"claude-sonnet-4"}', 'event: message_start'),
+ (3, ${T0 + 4000000}, 'curl', 42, 'GET', 'https', 'evil.example.com', 443, '/payload', NULL, 403, 0, 0,
+  1000, -1, 1, 'deny-evil', 'TLSv1.3', NULL, '{}', NULL, NULL, NULL);
+INSERT INTO dns_events (id, time_us, name, type, decision, rule, answer) VALUES
+ (1, ${T0 - 1000}, 'api.github.com', 'A', 0, NULL, '198.18.0.7'),
+ (2, ${T0 + 3999000}, 'evil.example.com', 'A', 1, 'deny-evil', 'NXDOMAIN');
+INSERT INTO model_calls (id, time_us, process, pid, host, path, provider, api, model_requested,
+  model_answered, stream, http_status, status, input_tokens, output_tokens, tool_call_count,
+  tool_result_count, ttft_us, duration_us, cost_usd, cost_known, parse_error, truncated) VALUES
+ (1, ${T0 + 2000000}, 'node', 77, 'api.anthropic.com', '/v1/messages', 'anthropic', 'messages',
+  'claude-sonnet-4', 'claude-sonnet-4-20250514', 1, 200, 'ok', 1200, 300, 1, 0, 700000, 2400000, 0.0081, 1, 0, 0),
+ (2, ${T0 + 6000000}, 'node', 77, 'api.anthropic.com', '/v1/messages', 'anthropic', 'messages',
+  'claude-sonnet-4', 'claude-sonnet-4-20250514', 1, 200, 'ok', 1500, 200, 0, 1, 650000, 1900000, 0.0075, 1, 0, 0);
+INSERT INTO tool_calls (id, model_call_id, idx, call_id, name, arguments) VALUES
+ (1, 1, 0, 'toolu_01', 'bash', '{"command":"ls -la"}');
+INSERT INTO tool_results (id, model_call_id, idx, call_id, is_error, preview) VALUES
+ (1, 2, 0, 'toolu_01', 0, 'total 8');
+INSERT INTO session_totals VALUES (1, 3, 2, 2700, 500, 0, 0, 0.0156, 0, ${T0 + 6000000});
+`;
+
+function sqlite(db, sql) {
+    const r = spawnSync('sqlite3', ['-bail', db], { input: sql, encoding: 'utf8' });
+    check(!r.error, `sqlite3 cannot run (${r.error && r.error.message}): install it (deploy/bootstrap does)`);
+    check(r.status === 0, `sqlite3 ${db}: ${r.stderr}`);
+}
+
+function seedSession(srv, name) {
+    const dir = join(srv.home, 'sessions', name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const schemas = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'schemas', 'telemetry');
+    const migrations = readdirSync(schemas).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort();
+    check(migrations.length > 0, `no migrations in ${schemas}`);
+    let sql = 'PRAGMA journal_mode = WAL;\n';
+    for (const f of migrations)
+        sql += readFileSync(join(schemas, f), 'utf8') + `\nPRAGMA user_version = ${parseInt(f, 10)};\n`;
+    sqlite(join(dir, 'session.db'), sql + SEED_SQL);
+    writeFileSync(
+        join(dir, 'fs-events.jsonl'),
+        JSON.stringify({ event: 'create', path: 'notes.txt', size: 0, time_s: T0 / 1e6 + 1, time_ns: 0 }) + '\n' +
+            JSON.stringify({ event: 'rename', path: 'notes.txt', to: 'README.md', size: 12, time_s: T0 / 1e6 + 5, time_ns: 0 }) + '\n'
+    );
+    return dir;
 }
 
 // ---- the browser -------------------------------------------------------------
@@ -335,6 +394,86 @@ const cases = {
             await page.locator('.panel .notice.error', { hasText: real.data.error }).waitFor({ timeout: 5000 });
             check((await page.locator('.panel [data-state="not-available"]').count()) === 0, 'a missing session is shown as a missing route');
         }
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
+    // Needs the telemetry routes, not a VM: a seeded session directory read
+    // through every tab: rows newest first, filters, the drawer and its
+    // headers and previews, DNS, model calls and their charts, tools, files,
+    // SQL, and a row added while the Network tab is open appearing in it.
+    async telemetry_views(srv, browser) {
+        const dir = seedSession(srv, 'seeded');
+        const probe = await api(srv, 'sessions/seeded/net-events');
+        check(probe.status !== 404 || (probe.data && probe.data.error !== 'no such route'), 'GET sessions/{id}/net-events answered "no such route": the telemetry routes are not in this daemon yet');
+        check(probe.status === 200, `GET sessions/seeded/net-events gave ${probe.status}: ${JSON.stringify(probe.data)}`);
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        const S = `${srv.base}/#/s/seeded`;
+        const rows = (t) => page.locator(`#${t}-table tbody tr`);
+        const waitCount = (t, n) =>
+            page.waitForFunction(([sel, k]) => document.querySelectorAll(sel).length === k, [`#${t}-table tbody tr`, n], { timeout: 10000 })
+                .catch(async () => {
+                    throw new Failure(`${t}: expected ${n} rows, saw ${await rows(t).count()}`);
+                });
+
+        await page.goto(`${S}/network`);
+        await waitCount('network', 3);
+        check((await rows('network').first().textContent()).includes('evil.example.com'), 'network rows are not newest first');
+        await page.locator('select[name=decision]').selectOption('block');
+        await waitCount('network', 1);
+        check((await rows('network').first().textContent()).includes('deny') || (await rows('network').first().textContent()).includes('block'), 'the block filter shows another row');
+        await page.locator('select[name=decision]').selectOption('');
+        await page.locator('select[name=method]').selectOption('POST');
+        await waitCount('network', 1);
+        check((await rows('network').first().textContent()).includes('api.anthropic.com'), 'the POST filter shows another row');
+        await page.locator('select[name=method]').selectOption('');
+        await waitCount('network', 3);
+        const gh = rows('network').filter({ hasText: 'api.github.com' });
+        await gh.focus();
+        await page.keyboard.press('Enter');
+        const drawer = page.locator('.drawer');
+        await drawer.waitFor({ timeout: 5000 });
+        const dtext = await drawer.textContent();
+        for (const want of ['user-agent', 'curl/8.1', 'content-type', 'capsem/capsem', 'page=2', 'TLSv1.3'])
+            check(dtext.includes(want), `the drawer lacks ${want}`);
+        await shot(page, 'network-drawer');
+        await page.keyboard.press('Escape');
+        await drawer.waitFor({ state: 'detached', timeout: 5000 });
+        const f = await focused(page);
+        check(f && f.tag === 'TR' && f.text.includes('api.github.com'), `closing the drawer left focus on ${JSON.stringify(f)}`);
+
+        // A new row while the tab is open (the writer appends while the session runs).
+        sqlite(join(dir, 'session.db'), `INSERT INTO net_events (id, time_us, pid, method, scheme, host, port, path, status, req_bytes, resp_bytes, duration_us, ttfb_us, decision) VALUES (4, ${T0 + 9000000}, 1, 'GET', 'https', 'live.example.org', 443, '/new', 204, 0, 0, 5000, 4000, 0);`);
+        await rows('network').filter({ hasText: 'live.example.org' }).waitFor({ timeout: 15000 });
+
+        await page.getByRole('button', { name: 'DNS' }).click();
+        await waitCount('dns', 2);
+        check((await rows('dns').first().textContent()).includes('NXDOMAIN'), 'dns rows are not newest first');
+
+        await page.goto(`${S}/models`);
+        await waitCount('models', 2);
+        const charts = await page.locator('.charts').textContent();
+        check(charts.includes('3,200') && charts.includes('$0.0156'), `charts total: ${charts}`);
+        check((await rows('models').first().textContent()).includes('650 ms'), 'time to first token not shown');
+        await shot(page, 'models');
+
+        await page.goto(`${S}/tools`);
+        await waitCount('tools', 1);
+        check((await rows('tools').first().textContent()).includes('bash'), 'tool call name missing');
+
+        await page.goto(`${S}/files`);
+        await waitCount('files', 2);
+        check((await rows('files').first().textContent()).includes('README.md'), 'file rename missing');
+
+        await page.goto(`${S}/sql`);
+        await page.locator('#sql-box').fill('SELECT count(*) AS n, sum(decision = 1) AS blocked FROM net_events');
+        await page.locator('#sql-box').press('Control+Enter');
+        await page.locator('#sql-result').waitFor({ timeout: 10000 });
+        const body = (await page.locator('#sql-result tbody').textContent()).replace(/\s+/g, '');
+        check(body === '41', `SQL result row: ${body}`);
+        await page.locator('#sql-box').fill('DROP TABLE net_events');
+        await page.locator('#sql-box').press('Control+Enter');
+        await page.locator('.sql .notice.error').waitFor({ timeout: 10000 });
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
