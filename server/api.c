@@ -6,6 +6,7 @@
  */
 #include "api.h"
 
+#include "api_telemetry.h"
 #include "log.h"
 #include "sessions.h"
 #include "webassets.h"
@@ -49,6 +50,24 @@ static const struct api_route routes[] = {
     {"POST", "/api/v1/auth/codes", API_REST, API_AUTH | API_JSON_BODY, post_auth_codes,
      "Mint a one-time login code"},
     {"GET", "/api/v1/events", API_WS, API_AUTH, NULL, "Event stream (WebSocket)"},
+    {"GET", "/api/v1/sessions/{id}/net-events", API_REST, API_AUTH, api_get_session_events,
+     "A session's HTTP exchanges (filters, cursor paging)"},
+    {"GET", "/api/v1/sessions/{id}/dns-events", API_REST, API_AUTH, api_get_session_events,
+     "A session's DNS questions"},
+    {"GET", "/api/v1/sessions/{id}/model-calls", API_REST, API_AUTH, api_get_session_events,
+     "A session's LLM API calls"},
+    {"GET", "/api/v1/sessions/{id}/tool-calls", API_REST, API_AUTH, api_get_session_events,
+     "Tool calls the models asked for in a session"},
+    {"GET", "/api/v1/sessions/{id}/file-events", API_REST, API_AUTH, api_get_session_events,
+     "A session's workspace file events"},
+    {"GET", "/api/v1/sessions/{id}/stats", API_REST, API_AUTH, api_get_session_stats,
+     "A session's totals, tokens and cost per model, requests per host"},
+    {"POST", "/api/v1/sessions/{id}/query", API_REST, API_AUTH | API_JSON_BODY,
+     api_post_session_query, "Read-only SQL on a session's database"},
+    {"GET", "/api/v1/policy", API_REST, API_AUTH, api_get_policy,
+     "The user's policy (config.json)"},
+    {"PUT", "/api/v1/policy", API_REST, API_AUTH | API_JSON_BODY, api_put_policy,
+     "Replace the user's policy (validated, written atomically)"},
     {"POST", "/api/v1/sessions", API_REST, API_AUTH | API_JSON_BODY, api_sessions_create,
      "Boot a new session"},
     {"GET", "/api/v1/sessions", API_REST, API_AUTH, api_sessions_list, "List the sessions"},
