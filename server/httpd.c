@@ -14,6 +14,7 @@
 #include "httpd.h"
 
 #include "api.h"
+#include "events.h"
 #include "log.h"
 #include "sessions.h"
 
@@ -73,6 +74,7 @@ struct httpd {
     int *adopt_fds;
     size_t adopt_n, adopt_cap;
     struct ws_pss *terms; /* terminal WebSockets (lws thread only) */
+    struct ws_pss *evs;   /* /api/v1/events WebSockets (lws thread only) */
 };
 
 /* Largest text message on a terminal WebSocket (a resize request). */
@@ -86,10 +88,21 @@ struct ws_pss {
     struct lws *wsi;
     struct sessions_viewer *term;
     struct ws_pss *next;
+    /* /api/v1/events: the last message sent (events.h) and the list link. */
+    bool events;
+    uint64_t ev_seq;
+    struct ws_pss *ev_next;
     char text[TERM_TEXT_MAX];
     size_t text_len;
     bool text_bad;
 };
+
+/* A published event (any thread, events.h): wake the lws thread. */
+static void events_wake(void *opaque)
+{
+    struct httpd *h = opaque;
+    lws_cancel_service(h->lws);
+}
 
 /* A session's terminal has news for its viewers (loop thread): wake the lws thread. */
 static void term_wake(void *opaque)
@@ -274,6 +287,10 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             for (struct ws_pss *t = h->terms; t; t = t->next)
                 if (sessions_term_pending(t->term))
                     lws_callback_on_writable(t->wsi);
+            uint64_t last = events_last_seq();
+            for (struct ws_pss *e = h->evs; e; e = e->ev_next)
+                if (e->ev_seq < last)
+                    lws_callback_on_writable(e->wsi);
         }
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -304,6 +321,7 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             struct sessions *m = api_sessions_attached();
             int rc = m ? sessions_term_attach(m, id, term_wake, h, &pss->term) : -ENOENT;
             if (rc < 0) {
+                LOG_DEBUG("event=terminal_refused id=%s err=%d", id, rc);
                 static const char nosuch[] = "no such session", notrun[] = "session not running";
                 const char *why = rc == -EAGAIN ? notrun : nosuch;
                 lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
@@ -312,6 +330,12 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             }
             pss->next = h->terms;
             h->terms = pss;
+        } else {
+            /* The events stream: messages published from now on. */
+            pss->events = true;
+            pss->ev_seq = events_last_seq();
+            pss->ev_next = h->evs;
+            h->evs = pss;
         }
         lws_callback_on_writable(wsi);
         return 0;
@@ -333,12 +357,18 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
                 lws_callback_on_writable(wsi);
             return 0;
         }
-        if (pss->hello_sent)
-            return 0;
         char *msg = NULL;
         size_t mlen = 0;
-        if (api_events_hello(h->api, &msg, &mlen) < 0)
+        if (pss->hello_sent) {
+            /* One event per writeable callback; ask again while more are waiting. */
+            int got = pss->events ? events_next(&pss->ev_seq, &msg, &mlen) : 0;
+            if (got <= 0)
+                return got < 0 ? -1 : 0;
+            if (pss->ev_seq < events_last_seq())
+                lws_callback_on_writable(wsi);
+        } else if (api_events_hello(h->api, &msg, &mlen) < 0) {
             return -1;
+        }
         unsigned char *buf = malloc(LWS_PRE + mlen);
         if (!buf) {
             free(msg);
@@ -350,6 +380,8 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         free(buf);
         if (n < (int)mlen)
             return -1;
+        if (!pss->hello_sent && pss->ev_seq < events_last_seq())
+            lws_callback_on_writable(wsi);
         pss->hello_sent = true;
         return 0;
     }
@@ -384,6 +416,14 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
                 }
             sessions_term_detach(pss->term);
             pss->term = NULL;
+        }
+        if (pss && pss->events) {
+            for (struct ws_pss **pp = &h->evs; *pp; pp = &(*pp)->ev_next)
+                if (*pp == pss) {
+                    *pp = pss->ev_next;
+                    break;
+                }
+            pss->events = false;
         }
         if (pss && pss->open) {
             pss->open = false;
@@ -937,6 +977,7 @@ int httpd_create(const struct httpd_opts *o, struct httpd **out, char *err, size
         goto out;
     }
     h->lws_started = true;
+    events_set_wake(events_wake, h);
 
     h->epfd = epoll_create1(EPOLL_CLOEXEC);
     h->stop_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -986,6 +1027,7 @@ void httpd_destroy(struct httpd *h)
     if (h->stop_fd >= 0)
         close(h->stop_fd);
     if (h->lws_started) {
+        events_set_wake(NULL, NULL);
         atomic_store(&h->lws_stop, true);
         lws_cancel_service(h->lws);
         pthread_join(h->lws_thread, NULL);

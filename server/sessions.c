@@ -783,6 +783,8 @@ static void load_one(struct sessions *m, const char *id)
         return;
     s->m = m;
     s->tfd = -1;
+    buf_init(&s->tout, 2 * TERM_VIEWER_MAX);
+    buf_init(&s->ring, 2 * TERM_REPLAY);
     s->exit_code = -1;
     snprintf(s->id, sizeof(s->id), "%s", id);
     snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
@@ -971,6 +973,8 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
         }
         s->m = m;
         s->tfd = -1;
+        buf_init(&s->tout, 2 * TERM_VIEWER_MAX);
+        buf_init(&s->ring, 2 * TERM_REPLAY);
         snprintf(s->id, sizeof(s->id), "%s", id);
         snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
     } else {
@@ -991,6 +995,7 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
         s->has_main = s->stopping = s->has_pty = false;
         s->pty_restarts = 0;
         buf_fini(&s->ring);
+        buf_init(&s->ring, 2 * TERM_REPLAY);
     }
     s->created = now_s();
     s->exit_code = -1;
@@ -1006,6 +1011,10 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
     s->o.name = s->id;
     s->o.keep_logs = true;
     s->o.no_net = spec->no_net;
+    /* Test beds boot stand-in assets (as `capsem run --unverified-assets`); only the daemon's
+     * own environment can ask for it, like CAPSEM_VMM. */
+    const char *unv = getenv("CAPSEM_TEST_UNVERIFIED_ASSETS");
+    s->o.unverified_assets = unv && !strcmp(unv, "1");
     if (spec->argc) {
         if (strv_dup(spec->argv, spec->argc, &s->o_cmd))
             goto nomem;
