@@ -7,6 +7,7 @@
 #include "api.h"
 
 #include "api_telemetry.h"
+#include "events.h"
 #include "log.h"
 #include "sessions.h"
 #include "webassets.h"
@@ -327,6 +328,33 @@ static int get_metrics(struct api *api, const struct api_req *req, struct api_re
          "# TYPE capsem_uptime_seconds gauge\n"
          "capsem_uptime_seconds %.3f\n",
          ws, up);
+    /* Sessions by status (the daemon's manager) and rows in the sessions' databases. */
+    struct sessions *m = api_sessions_attached();
+    json_t *list = m ? sessions_list(m) : NULL;
+    static const char *const statuses[] = {"booting", "running", "stopping", "stopped", "failed"};
+    EMIT("# HELP capsem_sessions Sessions the daemon knows, by status.\n"
+         "# TYPE capsem_sessions gauge\n");
+    for (size_t k = 0; k < sizeof(statuses) / sizeof(statuses[0]); k++) {
+        size_t i, n = 0;
+        json_t *sj;
+        json_array_foreach(list, i, sj)
+        {
+            const char *st = json_string_value(json_object_get(sj, "status"));
+            n += st && !strcmp(st, statuses[k]);
+        }
+        EMIT("capsem_sessions{status=\"%s\"} %zu\n", statuses[k], n);
+    }
+    json_decref(list);
+    static const char *const tables[] = {"net_events", "dns_events", "model_calls", "tool_calls"};
+    EMIT("# HELP capsem_telemetry_rows Rows written to the sessions' databases, by table.\n"
+         "# TYPE capsem_telemetry_rows gauge\n");
+    for (int k = 0; k < 4; k++)
+        EMIT("capsem_telemetry_rows{table=\"%s\"} %llu\n", tables[k],
+             (unsigned long long)events_rows_total(k));
+    EMIT("# HELP capsem_events_telemetry_published_total Telemetry rows sent to /api/v1/events.\n"
+         "# TYPE capsem_events_telemetry_published_total counter\n"
+         "capsem_events_telemetry_published_total %llu\n",
+         (unsigned long long)events_rows_published());
 #undef EMIT
     s[len] = '\0';
     resp_set(resp, 200, "text/plain; version=0.0.4", s);

@@ -7,6 +7,7 @@
 
 #include "auth.h"
 #include "cli_run.h"
+#include "events.h"
 #include "httpd.h"
 #include "log.h"
 #include "sessions.h"
@@ -212,6 +213,9 @@ int cli_serve_main(int argc, char **argv)
     fflush(stdout);
     memset(code, 0, sizeof(code));
     LOG_INFO("event=serving addr=%s port=%u", o.addr, httpd_port(h));
+    /* New telemetry rows of every session, live on /api/v1/events. */
+    if (events_poll_start(home) < 0)
+        LOG_WARN("event=events_poller_not_started");
     /* Where the CLI finds this daemon (capsem list, exec, stop, logs). */
     snprintf(serve_json, sizeof(serve_json), "%s/serve.json", home);
     FILE *sf = fopen(serve_json, "w");
@@ -232,6 +236,7 @@ int cli_serve_main(int argc, char **argv)
 out:
     if (serve_json[0])
         unlink(serve_json);
+    events_poll_stop();
     httpd_destroy(h);
     api_sessions_attach(NULL);
     sessions_destroy(sessions);

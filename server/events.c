@@ -49,11 +49,11 @@ int events_publish(const char *json)
     free(ring[slot]);
     ring[slot] = copy;
     ring_len[slot] = strlen(copy);
-    void (*fn)(void *) = wake_fn;
-    void *ctx = wake_ctx;
+    /* Woken under the lock, so events_set_wake(NULL) means no call after it returns
+     * (the wake function must not block: httpd's is lws_cancel_service). */
+    if (wake_fn)
+        wake_fn(wake_ctx);
     pthread_mutex_unlock(&lock);
-    if (fn)
-        fn(ctx);
     return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "api_telemetry.h"
 #include "auth.h"
 #include "events.h"
+#include "httpd.h"
 #include "telemetry.h"
 #include "tquery.h"
 
@@ -29,7 +30,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -359,7 +363,7 @@ static void test_list_filters(void **state)
     assert_int_equal(count(net, "decision=block", from, to, NULL), 33);  /* 101 .. 197 */
     assert_int_equal(count(net, "q=reset by", NULL), 1);
     assert_int_equal(count(net, "q=/item/24", NULL), 111); /* 24, 240-249, 2400-2499 */
-    assert_int_equal(count(net, "q=%", NULL), 0);         /* LIKE wildcards are literal */
+    assert_int_equal(count(net, "q=%", NULL), 0);          /* LIKE wildcards are literal */
     const char *dns = "/api/v1/sessions/s1/dns-events";
     assert_int_equal(count(dns, NULL), 10);
     assert_int_equal(count(dns, "decision=block", NULL), 5);
@@ -755,12 +759,129 @@ static void test_events_poller_publishes_new_rows(void **state)
             json_decref(j);
         }
     }
+    /* /metrics has the rows of every watched database ("live" has 2 DNS rows, s1 10). */
+    struct api_req req = {
+        .method = "GET", .path = "/metrics", .host = "127.0.0.1:7878", .authorization = bearer};
+    struct api_resp resp = {0};
+    const struct api_route *r = api_gate(api, &req, &resp);
+    assert_non_null(r);
+    assert_int_equal(api_handle(api, r, &req, &resp), 0);
+    assert_int_equal(resp.status, 200);
+    assert_non_null(strstr(resp.body, "capsem_telemetry_rows{table=\"dns_events\"} 12\n"));
+    assert_non_null(strstr(resp.body, "capsem_telemetry_rows{table=\"net_events\"} 2501\n"));
+    assert_non_null(strstr(resp.body, "capsem_sessions{status=\"running\"} 0\n"));
+    api_resp_fini(&resp);
     events_poll_stop();
     telemetry_close(t);
     assert_true(got_dns);
     assert_true(got_net);
     assert_false(got_old);
     assert_true(events_rows_total(0) >= 1);
+    events_reset();
+}
+
+/* ---- the /api/v1/events WebSocket through a real daemon ---- */
+
+/* Read exactly n bytes. */
+static void recv_n(int fd, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = recv(fd, buf + got, n - got, 0);
+        if (k <= 0)
+            fail_msg("connection ended or timed out after %zu of %zu bytes", got, n);
+        got += (size_t)k;
+    }
+}
+
+/* One unmasked server text frame into msg (NUL-terminated). */
+static void ws_frame(int fd, char *msg, size_t cap)
+{
+    unsigned char h[8];
+    recv_n(fd, h, 2);
+    assert_int_equal(h[0], 0x81); /* FIN + text */
+    size_t len = h[1] & 0x7f;
+    if (len == 126) {
+        recv_n(fd, h, 2);
+        len = ((size_t)h[0] << 8) | h[1];
+    }
+    assert_true(len < 127 * 1024 && len < cap);
+    recv_n(fd, (unsigned char *)msg, len);
+    msg[len] = '\0';
+}
+
+static void test_events_websocket_live(void **state)
+{
+    (void)state;
+    char err[256];
+    struct httpd *h = NULL;
+    struct httpd_opts o = {.addr = "127.0.0.1", .port = 0, .auth = auth, .version = "1.2.3"};
+    assert_int_equal(httpd_create(&o, &h, err, sizeof(err)), 0);
+    unsigned port = httpd_port(h);
+    events_reset();
+    assert_int_equal(events_poll_start(home), 0);
+    usleep(2 * EVENTS_POLL_MS * 1000);
+
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nAuthorization: %s\r\n\r\n",
+             port, bearer);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    /* The response head, byte by byte so no frame byte is taken with it. */
+    char head[2048];
+    size_t hl = 0;
+    while (hl + 1 < sizeof(head) && (hl < 4 || memcmp(head + hl - 4, "\r\n\r\n", 4))) {
+        recv_n(fd, (unsigned char *)head + hl, 1);
+        hl++;
+    }
+    head[hl] = '\0';
+    assert_non_null(strstr(head, " 101 "));
+    char msg[128 * 1024];
+    ws_frame(fd, msg, sizeof(msg));
+    assert_non_null(strstr(msg, "\"type\":\"hello\""));
+
+    /* Published messages arrive in order. */
+    assert_int_equal(events_publish("{\"type\":\"session\",\"id\":\"a\",\"status\":\"running\"}"),
+                     0);
+    assert_int_equal(events_publish("{\"type\":\"session\",\"id\":\"a\",\"status\":\"stopped\"}"),
+                     0);
+    ws_frame(fd, msg, sizeof(msg));
+    assert_string_equal(msg, "{\"type\":\"session\",\"id\":\"a\",\"status\":\"running\"}");
+    ws_frame(fd, msg, sizeof(msg));
+    assert_string_equal(msg, "{\"type\":\"session\",\"id\":\"a\",\"status\":\"stopped\"}");
+
+    /* A new telemetry row in a session's database, live. */
+    char dir[400], path[500];
+    snprintf(dir, sizeof(dir), "%s/sessions/ws-live", home);
+    mkdir(dir, 0700);
+    usleep(2 * EVENTS_POLL_MS * 1000); /* seen without a database: every row is new */
+    snprintf(path, sizeof(path), "%s/session.db", dir);
+    struct telemetry *t = NULL;
+    assert_int_equal(telemetry_open(path, &t, err, sizeof(err)), 0);
+    struct sink s = telemetry_sink(t);
+    struct net_event n = {.time_us = T0, .host = "ws.example", .method = "GET", .port = 443};
+    sink_net(&s, &n);
+    assert_int_equal(telemetry_flush(t), 0);
+    ws_frame(fd, msg, sizeof(msg));
+    json_t *j = json_loads(msg, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "telemetry");
+    assert_string_equal(json_string_value(json_object_get(j, "session")), "ws-live");
+    assert_string_equal(json_string_value(json_object_get(j, "kind")), "net-events");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(j, "row"), "host")),
+                        "ws.example");
+    json_decref(j);
+    telemetry_close(t);
+    close(fd);
+    events_poll_stop();
+    httpd_destroy(h);
     events_reset();
 }
 
@@ -780,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_policy_get_put),
         cmocka_unit_test(test_events_ring_and_lost),
         cmocka_unit_test(test_events_poller_publishes_new_rows),
+        cmocka_unit_test(test_events_websocket_live),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
