@@ -18,7 +18,8 @@
  *   a secret in tool-call arguments or previews   -> "[redacted]" (credential keys of a
  *                                                    JSON object too), never the key.
  * A writer killed with SIGKILL mid-run leaves a database that opens, passes
- * integrity_check and holds a gap-free prefix of what was queued.
+ * integrity_check and holds a gap-free prefix of what was queued, model calls
+ * whole and session_totals agreeing with the rows.
  */
 #include "telemetry.h"
 #include "log.h"
@@ -560,7 +561,10 @@ static void test_sink_net_full_queue_drops_without_blocking(void **state)
 
 /* ---- kill -9 ------------------------------------------------------------- */
 
-/* The child: write numbered events for ever, reporting each flushed count. */
+static struct model_call sample_model(int64_t seq);
+
+/* The child: write numbered events for ever (a model call with a tool call after every
+ * fourth), reporting each flushed count. */
 static void __attribute__((noreturn)) kill_child(const char *path, int report_fd)
 {
     struct telemetry *t = NULL;
@@ -576,6 +580,14 @@ static void __attribute__((noreturn)) kill_child(const char *path, int report_fd
         snprintf(p, sizeof(p), "/seq/%lld", (long long)i);
         ev.path = p;
         sink_net(&s, &ev);
+        if (i % 4 == 0) {
+            struct model_tool_call tc = {.id = "toolu_k", .name = "Bash", .arguments = "{}"};
+            struct model_call c = sample_model(i);
+
+            c.tool_calls = &tc;
+            c.n_tool_calls = 1;
+            sink_model(&s, &c);
+        }
         if ((i + 1) % 500 == 0) {
             int64_t done = i + 1;
 
@@ -637,6 +649,16 @@ static void test_telemetry_kill9_leaves_consistent_db(void **state)
     assert_int_equal(db_int(db, "SELECT count(*) FROM net_events WHERE path != '/seq/' || pid "
                                 "OR resp_preview IS NULL OR ttfb_us != 90000"),
                      0);
+    /* Model calls come whole, and the totals agree with the rows they count. */
+    assert_true(db_int(db, "SELECT count(*) FROM model_calls") >= reported / 4);
+    assert_int_equal(db_int(db, "SELECT (SELECT count(*) FROM tool_calls) ="
+                                " (SELECT count(*) FROM model_calls)"),
+                     1);
+    assert_int_equal(db_int(db, "SELECT requests = (SELECT count(*) FROM net_events) AND"
+                                " model_calls = (SELECT count(*) FROM model_calls) AND"
+                                " input_tokens = (SELECT sum(input_tokens) FROM model_calls)"
+                                " FROM session_totals"),
+                     1);
     sqlite3_close(db);
 
     /* And the writer opens it again and goes on. */
