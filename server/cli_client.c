@@ -14,12 +14,16 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -678,4 +682,209 @@ int cli_logs_main(int argc, char **argv)
         fwrite(buf, 1, n, stdout);
     fclose(f);
     return 0;
+}
+
+/* ---- capsem attach: the terminal WebSocket from this terminal ---- */
+
+static volatile sig_atomic_t winch;
+
+static void on_winch(int sig)
+{
+    (void)sig;
+    winch = 1;
+}
+
+/* Send one masked client frame. */
+static bool ws_send(int fd, int opcode, const void *p, size_t n)
+{
+    uint8_t hdr[14], mask[4];
+    size_t hl = 0;
+    hdr[hl++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        hdr[hl++] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        hdr[hl++] = 0x80 | 126;
+        hdr[hl++] = (uint8_t)(n >> 8);
+        hdr[hl++] = (uint8_t)n;
+    } else {
+        return false;
+    }
+    if (RAND_bytes(mask, sizeof(mask)) != 1)
+        return false;
+    memcpy(hdr + hl, mask, 4);
+    hl += 4;
+    uint8_t buf[14 + 65536];
+    memcpy(buf, hdr, hl);
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++)
+        buf[hl + i] = s[i] ^ mask[i % 4];
+    return send_all(fd, (const char *)buf, hl + n);
+}
+
+static void ws_resize(int fd)
+{
+    struct winsize ws;
+    char msg[96];
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0 || !ws.ws_col || !ws.ws_row)
+        return;
+    int n = snprintf(msg, sizeof(msg), "{\"type\":\"resize\",\"cols\":%u,\"rows\":%u}",
+                     (unsigned)ws.ws_col, (unsigned)ws.ws_row);
+    if (n > 0)
+        ws_send(fd, 1, msg, (size_t)n);
+}
+
+static const char attach_usage[] =
+    "usage: capsem attach ID   (also: capsem shell ID)\n"
+    "Open session ID's terminal (shared with every other viewer). Ctrl-] detaches;\n"
+    "the shell keeps running in the session.\n";
+
+int cli_attach_main(int argc, char **argv)
+{
+    char home[4096], sj[4200], tok[AUTH_SECRET_HEX + 1], err[512], head[1024];
+    const char *id = argc == 2 ? argv[1] : NULL;
+    int fd = -1, code = CAPSEM_EXIT_FAILED;
+    bool raw = false;
+    struct termios saved;
+    json_t *cfg = NULL;
+    if (id && (!strcmp(id, "-h") || !strcmp(id, "--help"))) {
+        fputs(attach_usage, stdout);
+        return 0;
+    }
+    if (!id) {
+        fputs(attach_usage, stderr);
+        return CAPSEM_EXIT_USAGE;
+    }
+    if (!id_ok("attach", id))
+        return CAPSEM_EXIT_USAGE;
+    home_dir(home, sizeof(home));
+    snprintf(sj, sizeof(sj), "%s/serve.json", home);
+    cfg = json_load_file(sj, 0, NULL);
+    const char *addr = json_string_value(json_object_get(cfg, "addr"));
+    json_int_t port = json_integer_value(json_object_get(cfg, "port"));
+    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (!addr || port <= 0 || port > 65535 || inet_pton(AF_INET, addr, &a4.sin_addr) != 1) {
+        fprintf(stderr, "capsem attach: no daemon: %s is missing or bad\n", sj);
+        goto out;
+    }
+    if (read_token(home, tok, err, sizeof(err))) {
+        fprintf(stderr, "capsem attach: %s\n", err);
+        goto out;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a4, sizeof(a4)) < 0) {
+        fprintf(stderr, "capsem attach: cannot reach the daemon: %s\n", strerror(errno));
+        goto out;
+    }
+    uint8_t key[16];
+    char key64[32];
+    if (RAND_bytes(key, sizeof(key)) != 1)
+        goto out;
+    EVP_EncodeBlock((unsigned char *)key64, key, sizeof(key));
+    int hl = snprintf(head, sizeof(head),
+                      "GET /api/v1/sessions/%s/terminal HTTP/1.1\r\nHost: %s:%d\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                      "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n",
+                      id, addr, (int)port, key64, tok);
+    memset(tok, 0, sizeof(tok));
+    bool sent = hl > 0 && (size_t)hl < sizeof(head) && send_all(fd, head, (size_t)hl);
+    memset(head, 0, sizeof(head));
+    if (!sent)
+        goto out;
+    /* The answer head, byte by byte so no frame bytes are taken with it. */
+    char rh[2048];
+    size_t rl = 0;
+    while (rl + 1 < sizeof(rh) && (rl < 4 || memcmp(rh + rl - 4, "\r\n\r\n", 4))) {
+        ssize_t n = recv(fd, rh + rl, 1, 0);
+        if (n <= 0)
+            break;
+        rl++;
+    }
+    rh[rl] = '\0';
+    if (strncmp(rh, "HTTP/1.1 101", 12)) {
+        char *body = strstr(rh, "\r\n\r\n");
+        char more[512] = "";
+        ssize_t n = recv(fd, more, sizeof(more) - 1, 0);
+        if (n > 0)
+            more[n] = '\0';
+        fprintf(stderr, "capsem attach: refused: %.40s %s\n", rh, body ? more : "");
+        code = 1;
+        goto out;
+    }
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        struct termios r = saved;
+        cfmakeraw(&r);
+        raw = tcsetattr(STDIN_FILENO, TCSANOW, &r) == 0;
+    }
+    signal(SIGWINCH, on_winch);
+    ws_resize(fd);
+    uint8_t *in = malloc(1u << 17);
+    size_t il = 0;
+    if (!in)
+        goto out;
+    code = 0;
+    bool stdin_open = true;
+    for (;;) {
+        if (winch) {
+            winch = 0;
+            ws_resize(fd);
+        }
+        struct pollfd p[2] = {{.fd = fd, .events = POLLIN},
+                              {.fd = stdin_open ? STDIN_FILENO : -1, .events = POLLIN}};
+        if (poll(p, 2, 250) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents & (POLLIN | POLLHUP)) {
+            uint8_t b[4096];
+            ssize_t n = read(STDIN_FILENO, b, sizeof(b));
+            if (n <= 0) {
+                stdin_open = false;
+            } else {
+                uint8_t *det = memchr(b, 0x1d, (size_t)n);
+                size_t k = det ? (size_t)(det - b) : (size_t)n;
+                if (k && !ws_send(fd, 2, b, k))
+                    break;
+                if (det)
+                    break;
+            }
+        }
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(fd, in + il, (1u << 17) - il, 0);
+            if (n <= 0)
+                break;
+            il += (size_t)n;
+            bool end = false;
+            while (il >= 2) {
+                size_t len = in[1] & 0x7f, off = 2;
+                if (len == 126) {
+                    if (il < 4)
+                        break;
+                    len = ((size_t)in[2] << 8) | in[3];
+                    off = 4;
+                } else if (len == 127) {
+                    end = true; /* the daemon sends at most 16 KiB at once */
+                    break;
+                }
+                if (il < off + len)
+                    break;
+                int op = in[0] & 0x0f;
+                if (op == 2 && fwrite(in + off, 1, len, stdout) == len)
+                    fflush(stdout);
+                if (op == 8)
+                    end = true;
+                memmove(in, in + off + len, il - off - len);
+                il -= off + len;
+            }
+            if (end)
+                break;
+        }
+    }
+    free(in);
+out:
+    if (raw) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+        fputs("\r\n", stderr);
+    }
+    if (fd >= 0)
+        close(fd);
+    json_decref(cfg);
+    return code;
 }

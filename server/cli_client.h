@@ -1,6 +1,6 @@
 /*
- * The CLI against a running daemon: `capsem list`, `create`, `exec`, `stop`
- * and `logs`. The daemon's address comes from $CAPSEM_HOME/serve.json
+ * The CLI against a running daemon: `capsem list`, `create`, `exec`, `stop`,
+ * `logs` and `attach`. The daemon's address comes from $CAPSEM_HOME/serve.json
  * (written by `capsem serve`), the token from $CAPSEM_HOME/token; requests
  * are plain HTTP/1.1 on loopback with the Bearer token.
  */
@@ -33,5 +33,7 @@ int cli_create_main(int argc, char **argv);
 int cli_exec_main(int argc, char **argv);
 int cli_stop_main(int argc, char **argv);
 int cli_logs_main(int argc, char **argv);
+/* `capsem attach ID` (and `capsem shell ID`): the session's terminal from this terminal. */
+int cli_attach_main(int argc, char **argv);
 
 #endif

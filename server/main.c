@@ -29,6 +29,7 @@ static const char main_usage[] =
     "  exec [OPTIONS] ID -- CMD...     run CMD in a daemon session, exit with its status\n"
     "  stop [--purge] ID               stop a daemon session (--purge: remove its data)\n"
     "  logs ID                         print a session's VM console log\n"
+    "  attach ID (or shell ID)         open a daemon session's terminal (Ctrl-] detaches)\n"
     "\n"
     "`capsem COMMAND --help` shows a command's options. Exit statuses: see docs/cli.md\n"
     "(2 bad usage, 124 timed out, 125 capsem or the VM failed, otherwise the command's).\n";
@@ -51,8 +52,13 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "run"))
         return cli_run_main(argc - 1, argv + 1);
+    /* `capsem shell ID`: a daemon session's terminal; options or nothing: a new VM. */
+    if (!strcmp(cmd, "shell") && argc == 3 && argv[2][0] != '-')
+        return cli_attach_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "shell"))
         return cli_shell_main(argc - 1, argv + 1);
+    if (!strcmp(cmd, "attach"))
+        return cli_attach_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "serve"))
         return cli_serve_main(argc - 1, argv + 1);
     if (!strcmp(cmd, "list"))
