@@ -198,6 +198,22 @@ static void maybe_switch_root(void)
     }
 }
 
+/* The network relays' /run copies pass the same check as the agent (see start_agent). */
+static bool relays_ok(void)
+{
+    static const char *const relays[] = {NET_PROXY_RUN, NET_DNS_RUN};
+    for (size_t i = 0; i < sizeof(relays) / sizeof(relays[0]); i++) {
+        int rc = rootfs_program_check(relays[i]);
+        if (rc) {
+            LOG_ERR("event=program_check path=%s err=\"%s\" want=\"root:root mode 0555 regular "
+                    "file\"",
+                    relays[i], strerror(-rc));
+            return false;
+        }
+    }
+    return true;
+}
+
 /*
  * The agent must be the program the initramfs shipped: root-owned, mode
  * 0555 (rootfs_program_check). The initramfs itself was hash-checked by the
@@ -372,7 +388,7 @@ int main(void)
         if (!in_rootfs) {
             LOG_WARN("event=net problem=no_root_filesystem result=\"no network: nft lives in "
                      "the Debian root\"");
-        } else if (net_setup(cmdline, clen, NET_PROXY_RUN, NET_DNS_RUN) != 0) {
+        } else if (!relays_ok() || net_setup(cmdline, clen, NET_PROXY_RUN, NET_DNS_RUN) != 0) {
             /* Never an open network: no agent, no user program. */
             LOG_ERR("event=net err=\"guest network set-up failed\" action=power_off");
             power_off(sfd);
