@@ -142,7 +142,9 @@ struct watched {
     int64_t last[POLL_KINDS]; /* -1 until first seen */
     struct timespec mtime[2]; /* session.db, session.db-wal */
     off_t size[2];
-    bool seen; /* still present in this round */
+    off_t fs_off;    /* fs-events.jsonl: bytes read (-1 until first seen) */
+    int64_t fs_line; /* and lines read (the file events' ids) */
+    bool seen;       /* still present in this round */
 };
 
 static struct {
@@ -171,20 +173,77 @@ static bool file_changed(const char *path, struct timespec *mt, off_t *size)
     return ch;
 }
 
+static void publish_row(const char *name, enum tq_kind kind, json_t *row)
+{
+    json_t *m = json_pack("{s:s,s:s,s:s,s:O}", "type", "telemetry", "session", name, "kind",
+                          tq_kind_name(kind), "row", row);
+    char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    if (s && events_publish(s) == 0)
+        atomic_fetch_add(&rows_published, 1);
+    free(s);
+}
+
 static void publish_rows(const char *name, enum tq_kind kind, json_t *rows)
 {
     size_t i;
     json_t *row;
-    json_array_foreach(rows, i, row)
-    {
-        json_t *m = json_pack("{s:s,s:s,s:s,s:O}", "type", "telemetry", "session", name, "kind",
-                              tq_kind_name(kind), "row", row);
-        char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
-        json_decref(m);
-        if (s && events_publish(s) == 0)
-            atomic_fetch_add(&rows_published, 1);
-        free(s);
+    json_array_foreach(rows, i, row) publish_row(name, kind, row);
+}
+
+/* Lines per round taken from a growing fs-events.jsonl. */
+#define POLL_FILE_LINES 2000
+
+/*
+ * New complete lines of `dir`/fs-events.jsonl as file-events rows (with id,
+ * the line number, and time_us, as tq_list gives them). Lines there when
+ * the file is first seen are skipped; a file that shrank is read anew.
+ */
+static void poll_files(struct watched *w, const char *dir)
+{
+    char path[4500], *line = NULL;
+    size_t cap = 0;
+    snprintf(path, sizeof(path), "%s/fs-events.jsonl", dir);
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        if (w->fs_off < 0)
+            w->fs_off = 0; /* every line it will get is new */
+        return;
     }
+    bool skip = w->fs_off < 0;
+    if (skip || st.st_size < w->fs_off) {
+        w->fs_off = 0;
+        w->fs_line = 0;
+    }
+    if (st.st_size == w->fs_off)
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fseeko(f, w->fs_off, SEEK_SET) == 0) {
+        ssize_t n;
+        int taken = 0;
+        while ((skip || taken < POLL_FILE_LINES) && (n = getline(&line, &cap, f)) > 0) {
+            if (line[n - 1] != '\n')
+                break; /* a line still being written: read it next round */
+            w->fs_off += n;
+            w->fs_line++;
+            if (skip)
+                continue;
+            taken++;
+            json_t *ev = json_loadb(line, (size_t)n, 0, NULL);
+            if (json_is_object(ev)) {
+                json_int_t sec = json_integer_value(json_object_get(ev, "time_s"));
+                json_int_t ns = json_integer_value(json_object_get(ev, "time_ns"));
+                json_object_set_new(ev, "id", json_integer(w->fs_line));
+                json_object_set_new(ev, "time_us", json_integer(sec * 1000000 + ns / 1000));
+                publish_row(w->name, TQ_FILE, ev);
+            }
+            json_decref(ev);
+        }
+    }
+    free(line);
+    fclose(f);
 }
 
 static void poll_session(struct watched *w)
@@ -193,6 +252,7 @@ static void poll_session(struct watched *w)
     snprintf(dir, sizeof(dir), "%s/sessions/%s", poller.home, w->name);
     snprintf(db, sizeof(db), "%s/session.db", dir);
     snprintf(wal, sizeof(wal), "%s/session.db-wal", dir);
+    poll_files(w, dir);
     bool ch = file_changed(db, &w->mtime[0], &w->size[0]);
     ch |= file_changed(wal, &w->mtime[1], &w->size[1]);
     if (w->size[0] < 0) {
@@ -235,6 +295,7 @@ static struct watched *watch_find(const char *name)
     for (int k = 0; k < POLL_KINDS; k++)
         w->last[k] = -1;
     w->size[0] = w->size[1] = -1;
+    w->fs_off = -1;
     return w;
 }
 

@@ -9,8 +9,8 @@
  *
  * The telemetry poller watches $CAPSEM_HOME/sessions/<id>/session.db every
  * EVENTS_POLL_MS and publishes each new row of net_events, dns_events,
- * model_calls and tool_calls (rows present when it first sees a database
- * are not replayed).
+ * model_calls and tool_calls, and each new line of fs-events.jsonl (rows
+ * and lines present when it first sees them are not replayed).
  */
 #ifndef CAPSEM_SERVER_EVENTS_H
 #define CAPSEM_SERVER_EVENTS_H

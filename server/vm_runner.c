@@ -732,9 +732,15 @@ static int write_config(struct vm_runner *r, const struct vm_runner_config *cfg,
     if (!root)
         return -ENOMEM;
     if (cfg->workspace) {
-        /* The share, its file events in the run directory, and the guest told to mount it. */
-        char events[1100];
-        snprintf(events, sizeof(events), "%s/fs-events.jsonl", r->dir);
+        /* The share, its file events (fs_events_dir or the run directory), and the guest told to
+         * mount it. */
+        char events[4200];
+        const char *edir = cfg->fs_events_dir ? cfg->fs_events_dir : r->dir;
+        if ((size_t)snprintf(events, sizeof(events), "%s/fs-events.jsonl", edir) >=
+            sizeof(events)) {
+            json_decref(root);
+            return -ENAMETOOLONG;
+        }
         char *line = NULL;
         const char *extra = cfg->append ? cfg->append : "";
         if (asprintf(&line, "%s%scapsem.workspace=1", extra, *extra ? " " : "") < 0)

@@ -30,6 +30,9 @@ struct vm_runner_config {
     const char *rootfs;
     /* Host directory shared at /root over virtio-fs (capsem.workspace=1), or NULL. */
     const char *workspace;
+    /* Directory for the share's file events, fs-events.jsonl (appended to; the session
+     * directory, where GET .../file-events reads them); NULL = the run directory. */
+    const char *fs_events_dir;
     unsigned mem_mib;
     unsigned cpus;
     const char *run_base;     /* directory holding run dirs ($CAPSEM_HOME/run) */

@@ -735,8 +735,19 @@ static void test_events_poller_publishes_new_rows(void **state)
     struct net_event n = {.time_us = T0, .host = "live.example", .method = "GET", .port = 80};
     sink_net(&s, &n);
     assert_int_equal(telemetry_flush(t), 0);
+    /* File events: a file that did not exist at the first look; a cut line waits. */
+    char fpath[600];
+    snprintf(fpath, sizeof(fpath), "%s/fs-events.jsonl", dir);
+    FILE *fe = fopen(fpath, "w");
+    assert_non_null(fe);
+    fputs("{\"event\":\"create\",\"path\":\"a\",\"size\":0,\"time_s\":1,\"time_ns\":2000}\n"
+          "{\"event\":\"write\",\"path\":\"a\",\"size\":5,\"time_s\":2,\"time_ns\":0}\n"
+          "{\"event\":\"wr",
+          fe);
+    fclose(fe);
     bool got_dns = false, got_net = false, got_old = false;
-    for (int i = 0; i < 40 && !(got_dns && got_net); i++) {
+    int files = 0;
+    for (int i = 0; i < 40 && !(got_dns && got_net && files == 2); i++) {
         usleep(100000);
         char *msg;
         size_t len;
@@ -755,6 +766,12 @@ static void test_events_poller_publishes_new_rows(void **state)
                     got_old = true;
                 if (!strcmp(kind, "net-events") && host && !strcmp(host, "live.example"))
                     got_net = true;
+                if (!strcmp(kind, "file-events")) {
+                    files++;
+                    assert_int_equal(json_integer_value(json_object_get(row, "id")), files);
+                    assert_int_equal(json_integer_value(json_object_get(row, "time_us")),
+                                     files == 1 ? 1000002 : 2000000);
+                }
             }
             json_decref(j);
         }
@@ -775,6 +792,7 @@ static void test_events_poller_publishes_new_rows(void **state)
     telemetry_close(t);
     assert_true(got_dns);
     assert_true(got_net);
+    assert_int_equal(files, 2);
     assert_false(got_old);
     assert_true(events_rows_total(0) >= 1);
     events_reset();
