@@ -317,7 +317,10 @@ static int fill_provider(struct creds *c, enum creds_provider pv, const struct e
     }
     p->have = true;
     for (size_t i = 0; i < ENV_PER_PROV && env_names[pv][i]; i++) {
-        snprintf(c->env_store[c->nenv], sizeof(c->env_store[0]), "%s=%s", env_names[pv][i], p->ph);
+        /* Built apart: the placeholder and the slot are both inside *c. */
+        char kv[sizeof(c->env_store[0])];
+        snprintf(kv, sizeof(kv), "%s=%s", env_names[pv][i], p->ph);
+        memcpy(c->env_store[c->nenv], kv, sizeof(kv));
         c->env[c->nenv] = c->env_store[c->nenv];
         c->nenv++;
     }
