@@ -144,7 +144,10 @@ struct watched {
     off_t size[2];
     off_t fs_off;    /* fs-events.jsonl: bytes read (-1 until first seen) */
     int64_t fs_line; /* and lines read (the file events' ids) */
-    bool seen;       /* still present in this round */
+    char status[16]; /* session.json's status as last published ("" none) */
+    struct timespec sj_mtime;
+    off_t sj_size;
+    bool seen; /* still present in this round */
 };
 
 static struct {
@@ -156,6 +159,7 @@ static struct {
     char *home;
     struct watched *w;
     size_t n;
+    unsigned long rounds; /* completed rounds */
 } poller = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static bool file_changed(const char *path, struct timespec *mt, off_t *size)
@@ -189,6 +193,39 @@ static void publish_rows(const char *name, enum tq_kind kind, json_t *rows)
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row) publish_row(name, kind, row);
+}
+
+/*
+ * The session manager's session.json (server/sessions.h) changed status:
+ * publish {"type":"session","session":ID,"status",...}. Sessions seen in
+ * the poller's first round are recorded, not announced.
+ */
+static void poll_state(struct watched *w, const char *dir, bool announce)
+{
+    char path[4500];
+    snprintf(path, sizeof(path), "%s/session.json", dir);
+    if (!file_changed(path, &w->sj_mtime, &w->sj_size) || w->sj_size < 0)
+        return;
+    json_t *j = json_load_file(path, 0, NULL);
+    const char *st = json_string_value(json_object_get(j, "status"));
+    if (st && strcmp(st, w->status)) {
+        snprintf(w->status, sizeof(w->status), "%.15s", st);
+        json_t *m = announce ? json_pack("{s:s,s:s,s:s}", "type", "session", "session", w->name,
+                                         "status", st)
+                             : NULL;
+        const char *keys[] = {"reason", "exit_code", "created"};
+        for (size_t i = 0; m && i < sizeof(keys) / sizeof(keys[0]); i++) {
+            json_t *v = json_object_get(j, keys[i]);
+            if (v && !(json_is_string(v) && !json_string_length(v)))
+                json_object_set(m, keys[i], v);
+        }
+        char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        if (s && events_publish(s) < 0)
+            LOG_DEBUG("event=session_event_dropped id=%s", w->name);
+        free(s);
+        json_decref(m);
+    }
+    json_decref(j);
 }
 
 /* Lines per round taken from a growing fs-events.jsonl. */
@@ -252,6 +289,7 @@ static void poll_session(struct watched *w)
     snprintf(dir, sizeof(dir), "%s/sessions/%s", poller.home, w->name);
     snprintf(db, sizeof(db), "%s/session.db", dir);
     snprintf(wal, sizeof(wal), "%s/session.db-wal", dir);
+    poll_state(w, dir, poller.rounds > 0);
     poll_files(w, dir);
     bool ch = file_changed(db, &w->mtime[0], &w->size[0]);
     ch |= file_changed(wal, &w->mtime[1], &w->size[1]);
@@ -296,6 +334,7 @@ static struct watched *watch_find(const char *name)
         w->last[k] = -1;
     w->size[0] = w->size[1] = -1;
     w->fs_off = -1;
+    w->sj_size = -1;
     return w;
 }
 
@@ -332,6 +371,7 @@ static void poll_round(void)
             sum += poller.w[i].last[k] > 0 ? (unsigned long long)poller.w[i].last[k] : 0;
         atomic_store(&rows_total[k], sum);
     }
+    poller.rounds++;
 }
 
 static void *poll_main(void *arg)
@@ -363,6 +403,7 @@ int events_poll_start(const char *home)
     poller.home = strdup(home);
     poller.w = calloc(POLL_SESSIONS_MAX, sizeof(*poller.w));
     poller.n = 0;
+    poller.rounds = 0;
     poller.stop = false;
     if (!poller.home || !poller.w) {
         free(poller.home);

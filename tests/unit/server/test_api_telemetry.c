@@ -745,9 +745,18 @@ static void test_events_poller_publishes_new_rows(void **state)
           "{\"event\":\"wr",
           fe);
     fclose(fe);
-    bool got_dns = false, got_net = false, got_old = false;
+    /* The session manager's session.json: a status change is announced. */
+    char sjpath[600];
+    snprintf(sjpath, sizeof(sjpath), "%s/session.json", dir);
+    FILE *sj = fopen(sjpath, "w");
+    assert_non_null(sj);
+    fputs("{\"name\":\"live\",\"created\":1,\"status\":\"stopped\",\"reason\":\"\","
+          "\"exit_code\":3}",
+          sj);
+    fclose(sj);
+    bool got_dns = false, got_net = false, got_old = false, got_state = false;
     int files = 0;
-    for (int i = 0; i < 40 && !(got_dns && got_net && files == 2); i++) {
+    for (int i = 0; i < 40 && !(got_dns && got_net && files == 2 && got_state); i++) {
         usleep(100000);
         char *msg;
         size_t len;
@@ -755,6 +764,13 @@ static void test_events_poller_publishes_new_rows(void **state)
             json_t *j = json_loads(msg, 0, NULL);
             free(msg);
             const char *sess = json_string_value(json_object_get(j, "session"));
+            const char *type = json_string_value(json_object_get(j, "type"));
+            if (type && !strcmp(type, "session") && sess && !strcmp(sess, "live")) {
+                assert_string_equal(json_string_value(json_object_get(j, "status")), "stopped");
+                assert_int_equal(json_integer_value(json_object_get(j, "exit_code")), 3);
+                assert_null(json_object_get(j, "reason")); /* empty: left out */
+                got_state = true;
+            }
             const char *kind = json_string_value(json_object_get(j, "kind"));
             json_t *row = json_object_get(j, "row");
             if (sess && !strcmp(sess, "live") && kind) {
@@ -793,6 +809,7 @@ static void test_events_poller_publishes_new_rows(void **state)
     assert_true(got_dns);
     assert_true(got_net);
     assert_int_equal(files, 2);
+    assert_true(got_state);
     assert_false(got_old);
     assert_true(events_rows_total(0) >= 1);
     events_reset();
