@@ -196,6 +196,22 @@ int cli_serve_main(int argc, char **argv)
         fprintf(stderr, "capsem serve: %s\n", err);
         goto out;
     }
+    /* Where the CLI finds this daemon (capsem list, exec, stop, logs),
+     * written before the login URL is printed, so a client that saw the URL finds it. */
+    snprintf(serve_json, sizeof(serve_json), "%s/serve.json", home);
+    FILE *sf = fopen(serve_json, "w");
+    if (sf) {
+        /* A wildcard bind is reached through loopback. */
+        const char *cli_host = !strcmp(o.addr, "0.0.0.0") ? "127.0.0.1"
+                               : !strcmp(o.addr, "::")    ? "::1"
+                                                          : o.addr;
+        fprintf(sf, "{\"addr\":\"%s\",\"port\":%u,\"pid\":%d}\n", cli_host, httpd_port(h),
+                (int)getpid());
+        fclose(sf);
+    } else {
+        LOG_WARN("event=serve_json_write_failed err=%s", strerror(errno));
+        serve_json[0] = '\0';
+    }
     char code[AUTH_SECRET_HEX + 1];
     if (auth_code_new(auth, AUTH_CODE_TTL_S, code) < 0) {
         fprintf(stderr, "capsem serve: cannot make a login code\n");
@@ -216,17 +232,6 @@ int cli_serve_main(int argc, char **argv)
     /* New telemetry rows of every session, live on /api/v1/events. */
     if (events_poll_start(home) < 0)
         LOG_WARN("event=events_poller_not_started");
-    /* Where the CLI finds this daemon (capsem list, exec, stop, logs). */
-    snprintf(serve_json, sizeof(serve_json), "%s/serve.json", home);
-    FILE *sf = fopen(serve_json, "w");
-    if (sf) {
-        fprintf(sf, "{\"addr\":\"%s\",\"port\":%u,\"pid\":%d}\n", url_host, httpd_port(h),
-                (int)getpid());
-        fclose(sf);
-    } else {
-        LOG_WARN("event=serve_json_write_failed err=%s", strerror(errno));
-        serve_json[0] = '\0';
-    }
 
     int sig = 0;
     if (sigwait(&stop, &sig) != 0)
