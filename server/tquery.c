@@ -688,6 +688,8 @@ int tq_sql(const char *dir, const char *sql, unsigned time_ms, unsigned max_rows
         dl.end.tv_nsec -= 1000000000L;
     }
     sqlite3_progress_handler(db, 1000, progress, &dl);
+    /* No single value over 16 MiB (randomblob(1e9) would otherwise allocate it). */
+    sqlite3_limit(db, SQLITE_LIMIT_LENGTH, TQ_SQL_VALUE_MAX);
     const char *tail = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &st, &tail) != SQLITE_OK || !st) {
         snprintf(err, errlen, "%s", st ? sqlite3_errmsg(db) : "empty statement");
@@ -722,14 +724,17 @@ int tq_sql(const char *dir, const char *sql, unsigned time_ms, unsigned max_rows
     bool truncated = false;
     unsigned n = 0;
     int src;
+    size_t bytes = 0;
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == max_rows) {
+        if (n == max_rows || bytes > TQ_SQL_BYTES_MAX) {
             truncated = true;
             break;
         }
         json_t *row = json_array();
-        for (int i = 0; row && i < ncol; i++)
+        for (int i = 0; row && i < ncol; i++) {
+            bytes += 8 + (size_t)sqlite3_column_bytes(st, i);
             json_array_append_new(row, column_json(st, i));
+        }
         if (!row || json_array_append_new(rows, row) < 0) {
             rc = -ENOMEM;
             goto out;

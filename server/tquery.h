@@ -20,6 +20,10 @@
 /* tq_sql bounds: rows returned (then "truncated": true) and run time. */
 #define TQ_SQL_ROWS_MAX 10000
 #define TQ_SQL_TIME_MS 2000
+/* tq_sql: largest single value (SQLITE_LIMIT_LENGTH), and result bytes before it is cut
+ * ("truncated": true) whatever the row count. */
+#define TQ_SQL_VALUE_MAX (16 << 20)
+#define TQ_SQL_BYTES_MAX (64u << 20)
 
 enum tq_kind { TQ_NET, TQ_DNS, TQ_MODEL, TQ_TOOL, TQ_FILE };
 

@@ -10,7 +10,8 @@
  *   not apply to the kind (provider on dns-events): 400 naming the problem;
  * - query: no "sql", INSERT, ATTACH, PRAGMA writes, two statements, a
  *   syntax error: 400 with SQLite's message; a recursive CTE past the 2 s
- *   limit: 400 "time limit"; more than 10,000 rows: cut, "truncated": true;
+ *   limit: 400 "time limit"; more than 10,000 rows or 64 MiB: cut, "truncated": true;
+ *   a value over 16 MiB: 400 "string or blob too big";
  *   a session without a database: 404;
  * - policy PUT: not an object or an invalid config: 400 with the file and
  *   JSON path; a locked corp file: 403; the file is unchanged after each.
@@ -584,6 +585,19 @@ static void test_query_row_limit(void **state)
                            &j),
                      200);
     assert_int_equal(json_array_size(json_object_get(j, "rows")), TQ_SQL_ROWS_MAX);
+    assert_true(json_is_true(json_object_get(j, "truncated")));
+    json_decref(j);
+    /* A value over 16 MiB is refused; results past 64 MiB are cut. */
+    assert_int_equal(query("s1", "SELECT randomblob(100000000)", &j), 400);
+    assert_non_null(strstr(errtext(j), "too big"));
+    json_decref(j);
+    assert_int_equal(query("s1",
+                           "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                           "WHERE x < 100) SELECT printf('%.*c', 1000000, 'x') FROM c",
+                           &j),
+                     200);
+    size_t nrows = json_array_size(json_object_get(j, "rows"));
+    assert_true(nrows >= 64 && nrows < 70);
     assert_true(json_is_true(json_object_get(j, "truncated")));
     json_decref(j);
 }
