@@ -33,8 +33,12 @@ function check(cond, msg) {
 
 // ---- the daemon --------------------------------------------------------------
 
-async function startServe() {
+// `seed(home)`, when given, fills CAPSEM_HOME before the daemon starts (it
+// finds the session directories there at startup).
+async function startServe(seed) {
     const home = mkdtempSync(join(tmpdir(), 'capsem-browser-'));
+    if (seed)
+        seed(home);
     const proc = spawn(opts.capsem, ['serve', '--listen', '127.0.0.1:0'], {
         env: { ...process.env, CAPSEM_HOME: home, CAPSEM_LOG: 'warn' },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -139,7 +143,7 @@ INSERT INTO tool_calls (id, model_call_id, idx, call_id, name, arguments) VALUES
  (1, 1, 0, 'toolu_01', 'bash', '{"command":"ls -la"}');
 INSERT INTO tool_results (id, model_call_id, idx, call_id, is_error, preview) VALUES
  (1, 2, 0, 'toolu_01', 0, 'total 8');
-INSERT INTO session_totals VALUES (1, 3, 2, 2700, 500, 0, 0, 0.0156, 0, ${T0 + 6000000});
+INSERT OR REPLACE INTO session_totals VALUES (1, 3, 2, 2700, 500, 0, 0, 0.0156, 0, ${T0 + 6000000});
 `;
 
 function sqlite(db, sql) {
@@ -148,9 +152,10 @@ function sqlite(db, sql) {
     check(r.status === 0, `sqlite3 ${db}: ${r.stderr}`);
 }
 
-function seedSession(srv, name) {
-    const dir = join(srv.home, 'sessions', name);
+function seedSession(home, name) {
+    const dir = join(home, 'sessions', name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, 'session.json'), JSON.stringify({ name, created: Math.floor(T0 / 1e6), status: 'stopped', reason: '', log: '' }));
     const schemas = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'schemas', 'telemetry');
     const migrations = readdirSync(schemas).filter((f) => /^\d{4}_.*\.sql$/.test(f)).sort();
     check(migrations.length > 0, `no migrations in ${schemas}`);
@@ -402,12 +407,19 @@ const cases = {
     // headers and previews, DNS, model calls and their charts, tools, files,
     // SQL, and a row added while the Network tab is open appearing in it.
     async telemetry_views(srv, browser) {
-        const dir = seedSession(srv, 'seeded');
+        const dir = join(srv.home, 'sessions', 'seeded');
         const probe = await api(srv, 'sessions/seeded/net-events');
         check(probe.status !== 404 || (probe.data && probe.data.error !== 'no such route'), 'GET sessions/{id}/net-events answered "no such route": the telemetry routes are not in this daemon yet');
         check(probe.status === 200, `GET sessions/seeded/net-events gave ${probe.status}: ${JSON.stringify(probe.data)}`);
         const page = await newPage(browser, srv);
         await login(page, srv);
+        // The list: the stopped session with its totals.
+        const row = page.locator('#sessions-table tbody tr', { hasText: 'seeded' });
+        await row.waitFor({ timeout: 10000 });
+        const rtext = await row.textContent();
+        check(rtext.includes('stopped') && rtext.includes('3,200') && rtext.includes('$0.0156'), `session row: ${rtext}`);
+        check(await row.getByRole('button', { name: 'Stop' }).isDisabled(), 'Stop is enabled on a stopped session');
+        await shot(page, 'sessions-seeded');
         const S = `${srv.base}/#/s/seeded`;
         const rows = (t) => page.locator(`#${t}-table tbody tr`);
         const waitCount = (t, n) =>
@@ -554,7 +566,8 @@ const cases = {
 async function main() {
     const fn = cases[opts.case];
     check(fn, `no case ${opts.case}; cases: ${Object.keys(cases).join(', ')}`);
-    const srv = await startServe();
+    const seeds = { telemetry_views: (home) => seedSession(home, 'seeded') };
+    const srv = await startServe(seeds[opts.case]);
     let browser = null;
     try {
         browser = await launch();

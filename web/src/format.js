@@ -69,11 +69,12 @@ export function sessionCost(s) {
     return s.cost_usd ?? s.cost ?? null;
 }
 
-export function sessionUptime(s, nowMs) {
-    if (s.uptime_s != null)
-        return s.uptime_s;
-    if (s.uptime != null)
-        return s.uptime;
+// Seconds up at nowMs: the daemon's uptime as of fetchedMs, ticking on
+// while the session runs.
+export function sessionUptime(s, nowMs, fetchedMs = nowMs) {
+    const up = s.uptime ?? s.uptime_s;
+    if (up != null)
+        return up + (s.status === 'running' ? Math.max(0, nowMs - fetchedMs) / 1000 : 0);
     const started = s.started_at ?? s.created_at;
     if (started == null)
         return null;

@@ -118,7 +118,11 @@ export function Sessions({ go }) {
     const [dialog, setDialog] = useState(false);
     const [actionError, setActionError] = useState(null);
 
-    const load = async () => setRes(await call('sessions'));
+    const load = async () => {
+        const r = await call('sessions');
+        r.fetched = Date.now();
+        setRes(r);
+    };
     useEffect(() => {
         load();
         const tick = setInterval(() => setNow(Date.now()), 1000);
@@ -162,7 +166,7 @@ export function Sessions({ go }) {
                         <thead>
                             <tr>
                                 <th scope="col">Session</th>
-                                <th scope="col">Agent</th>
+                                <th scope="col">Agent or command</th>
                                 <th scope="col">Status</th>
                                 <th scope="col" class="num">Uptime</th>
                                 <th scope="col" class="num">Tokens</th>
@@ -178,23 +182,25 @@ export function Sessions({ go }) {
                                     <td>
                                         <a href={`#/s/${encodeURIComponent(s.id)}/terminal`}>{s.name || s.id}</a>
                                     </td>
-                                    <td>{s.agent || '—'}</td>
+                                    <td class="cmd">{s.agent || (Array.isArray(s.command) ? s.command.join(' ') : 'shell')}</td>
                                     <td>
                                         <span class={`status status-${s.status || 'unknown'}`} title={s.reason || ''}>
                                             {s.status || 'unknown'}
                                         </span>
                                         {s.reason && <span class="muted reason"> {s.reason}</span>}
                                     </td>
-                                    <td class="num">{duration(sessionUptime(s, now))}</td>
+                                    <td class="num">{['booting', 'running', 'stopping'].includes(s.status) ? duration(sessionUptime(s, now, res.fetched)) : '—'}</td>
                                     <td class="num">{count(sessionTokens(s))}</td>
                                     <td class="num">{usd(sessionCost(s))}</td>
-                                    <td class="actions-cell">
+                                    <td>
+                                        <div class="actions-cell">
                                         <button type="button" onClick={() => act(s, false)} disabled={['stopping', 'stopped', 'failed', 'purged'].includes(s.status)}>
                                             Stop
                                         </button>
                                         <button type="button" class="danger" onClick={() => act(s, true)}>
                                             Delete
                                         </button>
+                                        </div>
                                     </td>
                                 </tr>
                             ))}

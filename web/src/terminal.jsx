@@ -55,7 +55,6 @@ export function TerminalTab({ id }) {
                 delay = 500;
                 setState('open');
                 sendSize();
-                term.focus();
             };
             ws.onmessage = (m) => {
                 if (m.data instanceof ArrayBuffer)
