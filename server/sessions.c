@@ -786,8 +786,8 @@ static void load_one(struct sessions *m, const char *id)
     buf_init(&s->tout, 2 * TERM_VIEWER_MAX);
     buf_init(&s->ring, 2 * TERM_REPLAY);
     s->exit_code = -1;
-    snprintf(s->id, sizeof(s->id), "%s", id);
-    snprintf(s->dir, sizeof(s->dir), "%s/sessions/%s", m->home, id);
+    snprintf(s->id, sizeof(s->id), "%.63s", id); /* session_name_ok: at most 63 */
+    snprintf(s->dir, sizeof(s->dir), "%s/sessions/%.63s", m->home, id);
     snprintf(s->status, sizeof(s->status), "stopped");
     if (stat(s->dir, &st) == 0)
         s->created = (long long)st.st_mtime;
