@@ -489,6 +489,74 @@ const cases = {
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
+    // The Terminal tab against a stand-in PTY on the terminal WebSocket (no
+    // VM): keystrokes go out as binary frames, binary frames are drawn, a
+    // resize JSON follows every fit (and a window resize), a dropped socket
+    // is reconnected by itself and by the Reconnect button.
+    async terminal_ui(srv, browser) {
+        const page = await newPage(browser, srv);
+        await login(page, srv);
+        const conns = [];
+        await page.routeWebSocket(/\/api\/v1\/sessions\/demo\/terminal$/, (ws) => {
+            const c = { ws, text: [], bin: [] };
+            conns.push(c);
+            let line = '';
+            ws.onMessage((m) => {
+                if (typeof m === 'string') {
+                    c.text.push(JSON.parse(m));
+                    return;
+                }
+                const s = Buffer.from(m).toString('utf8');
+                c.bin.push(s);
+                // A tiny line discipline: echo, and run `echo X` on Enter.
+                for (const ch of s) {
+                    if (ch === '\r') {
+                        const out = /^echo (.*)$/.exec(line);
+                        ws.send(Buffer.from('\r\n' + (out ? out[1] + '\r\n' : '') + '$ '));
+                        line = '';
+                    } else {
+                        line += ch;
+                        ws.send(Buffer.from(ch));
+                    }
+                }
+            });
+            ws.send(Buffer.from('$ '));
+        });
+        await page.goto(`${srv.base}/#/s/demo/terminal`);
+        await page.locator('#terminal-state', { hasText: /^Connected$/ }).waitFor({ timeout: 10000 });
+        const rowsText = () => page.evaluate(() => [...document.querySelectorAll('.xterm-rows > div')].map((r) => r.textContent.trimEnd()));
+        await page.locator('#terminal').click();
+        await page.keyboard.type('echo hi');
+        await page.keyboard.press('Enter');
+        await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent.trim() === 'hi'), null, { timeout: 10000 });
+        const c0 = conns[0];
+        check(c0.bin.join('') === 'echo hi\r', `keystrokes sent: ${JSON.stringify(c0.bin.join(''))}`);
+        const size0 = c0.text.filter((m) => m.type === 'resize').pop();
+        check(size0 && size0.cols >= 80 && size0.rows >= 10, `no sensible resize after fitting: ${JSON.stringify(c0.text)}`);
+        await shot(page, 'terminal-ui');
+        // A narrower window: a new fit and a smaller resize.
+        await page.setViewportSize({ width: 640, height: 600 });
+        await page.waitForFunction((n) => n, true);
+        let size1 = null;
+        for (let i = 0; i < 50 && !(size1 && size1.cols < size0.cols); i++) {
+            await page.waitForTimeout(100);
+            size1 = c0.text.filter((m) => m.type === 'resize').pop();
+        }
+        check(size1.cols < size0.cols && size1.rows < size0.rows, `after shrinking: ${JSON.stringify(size0)} then ${JSON.stringify(size1)}`);
+        // The daemon drops the socket: the tab says so and connects again.
+        c0.ws.close({ code: 1011, reason: 'gone' });
+        await page.locator('#terminal-state', { hasText: /Disconnected|not available/ }).waitFor({ timeout: 5000 });
+        await page.locator('#terminal-state', { hasText: /^Connected$/ }).waitFor({ timeout: 10000 });
+        check(conns.length === 2, `after a drop: ${conns.length} connections`);
+        check(conns[1].text.some((m) => m.type === 'resize'), 'the new connection got no size');
+        await page.getByRole('button', { name: 'Reconnect' }).click();
+        await page.locator('#terminal-state', { hasText: /^Connected$/ }).waitFor({ timeout: 10000 });
+        check(conns.length === 3, `after Reconnect: ${conns.length} connections`);
+        const rows = await rowsText();
+        check(rows.some((r) => r === 'hi'), 'the old output is gone after reconnecting');
+        check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+    },
+
     // Needs the session routes and a guest: start a session from the dialog,
     // type `echo hi` in the terminal and see "hi" on a line of its own.
     async terminal_echo(srv, browser) {
@@ -503,8 +571,8 @@ const cases = {
             const err = await page.locator('dialog .notice').textContent().catch(() => '');
             throw new Failure(`the new-session dialog did not open a session: ${err}`);
         });
-        await page.locator('#terminal-state', { hasText: 'Connected' }).waitFor({ timeout: 300000 });
-        await page.locator('.terminal').click();
+        await page.locator('#terminal-state', { hasText: /^Connected$/ }).waitFor({ timeout: 300000 });
+        await page.locator('#terminal').click();
         await page.waitForTimeout(1000);
         await page.keyboard.type('echo hi\n');
         await page.waitForFunction(

@@ -131,7 +131,7 @@ export function TerminalTab({ id }) {
                     Reconnect
                 </button>
             </div>
-            <div class="terminal" ref={box} aria-label="Terminal" />
+            <div class="term-box" id="terminal" ref={box} aria-label="Terminal" />
         </div>
     );
 }
