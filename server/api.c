@@ -75,8 +75,8 @@ static const struct api_route routes[] = {
     {"GET", "/api/v1/sessions/{id}", API_REST, API_AUTH, api_sessions_get, "One session"},
     {"DELETE", "/api/v1/sessions/{id}", API_REST, API_AUTH, api_sessions_delete,
      "Stop a session (?purge=1 also removes its directory)"},
-    {"POST", "/api/v1/sessions/{id}/exec", API_REST, API_AUTH | API_JSON_BODY, api_sessions_exec,
-     "Run a command in a session and wait for it"},
+    {"POST", "/api/v1/sessions/{id}/exec", API_REST, API_AUTH | API_JSON_BODY | API_SLOW,
+     api_sessions_exec, "Run a command in a session and wait for it"},
     {"GET", "/api/v1/sessions/{id}/terminal", API_WS, API_AUTH, NULL,
      "The session's terminal (WebSocket)"},
 };

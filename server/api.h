@@ -23,6 +23,7 @@ enum api_kind { API_REST, API_WS };
 /* Route flags. */
 #define API_AUTH 1u      /* needs the Bearer token or a session cookie */
 #define API_JSON_BODY 2u /* a non-empty body must be a JSON object */
+#define API_SLOW 4u      /* the handler may wait: httpd runs it on a worker thread */
 
 struct api;
 struct api_req;

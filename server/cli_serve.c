@@ -242,6 +242,7 @@ out:
     if (serve_json[0])
         unlink(serve_json);
     events_poll_stop();
+    sessions_cancel_execs(sessions); /* exec handlers waiting on worker threads return */
     httpd_destroy(h);
     api_sessions_attach(NULL);
     sessions_destroy(sessions);

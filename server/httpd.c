@@ -73,8 +73,9 @@ struct httpd {
     pthread_mutex_t adopt_lock; /* guards adopt_fds, adopt_n and adopt_cap */
     int *adopt_fds;
     size_t adopt_n, adopt_cap;
-    struct ws_pss *terms; /* terminal WebSockets (lws thread only) */
-    struct ws_pss *evs;   /* /api/v1/events WebSockets (lws thread only) */
+    struct ws_pss *terms;    /* terminal WebSockets (lws thread only) */
+    atomic_int slow_workers; /* API_SLOW handlers running (their connections suspended) */
+    struct ws_pss *evs;      /* /api/v1/events WebSockets (lws thread only) */
 };
 
 /* Largest text message on a terminal WebSocket (a resize request). */
@@ -461,7 +462,28 @@ struct mhd_req {
     bool too_big;
     char *body;
     size_t len, cap;
+    /* An API_SLOW route: its handler runs on a worker thread while the connection is
+     * suspended; `ready` says its answer is in `resp`. */
+    struct httpd *h;
+    struct MHD_Connection *c;
+    struct api_req req;
+    struct api_resp resp;
+    atomic_bool ready;
 };
+
+/* A worker for one API_SLOW request: run the handler, then hand the answer back to MHD. */
+static void *slow_main(void *arg)
+{
+    struct mhd_req *st = arg;
+    struct httpd *h = st->h;
+    if (api_handle(h->api, st->route, &st->req, &st->resp) < 0 && !st->resp.status)
+        st->resp.status = 500;
+    atomic_store(&st->ready, true);
+    /* st may be gone once resumed: nothing below touches it. */
+    MHD_resume_connection(st->c);
+    atomic_fetch_sub(&h->slow_workers, 1);
+    return NULL;
+}
 
 static const char *mhd_arg(void *ctx, const char *name)
 {
@@ -593,6 +615,11 @@ static enum MHD_Result mhd_access(void *cls, struct MHD_Connection *c, const cha
         st->len += n;
         return MHD_YES;
     }
+    if (atomic_load(&st->ready)) {
+        /* Resumed: the worker's answer. */
+        atomic_store(&st->ready, false);
+        return mhd_send(h, c, &st->resp);
+    }
     if (st->responded)
         return MHD_YES;
     st->responded = true;
@@ -604,6 +631,25 @@ static enum MHD_Result mhd_access(void *cls, struct MHD_Connection *c, const cha
     mhd_req_head(c, url, method, &req);
     req.body = st->body;
     req.body_len = st->len;
+    if (st->route->flags & API_SLOW) {
+        /* A handler that waits (exec): never on MHD's one thread. */
+        pthread_attr_t a;
+        pthread_t t;
+        st->h = h;
+        st->c = c;
+        st->req = req;
+        atomic_fetch_add(&h->slow_workers, 1);
+        MHD_suspend_connection(c);
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        int prc = pthread_create(&t, &a, slow_main, st);
+        pthread_attr_destroy(&a);
+        if (prc == 0)
+            return MHD_YES;
+        MHD_resume_connection(c);
+        atomic_fetch_sub(&h->slow_workers, 1);
+        LOG_WARN("event=slow_worker_failed err=%d", prc);
+    }
     if (api_handle(h->api, st->route, &req, &resp) < 0 && !resp.status)
         resp.status = 500;
     return mhd_send(h, c, &resp);
@@ -617,6 +663,7 @@ static void mhd_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     struct mhd_req *st = *con_cls;
     if (st) {
+        api_resp_fini(&st->resp);
         free(st->body);
         free(st);
         *con_cls = NULL;
@@ -946,9 +993,10 @@ int httpd_create(const struct httpd_opts *o, struct httpd **out, char *err, size
     }
 
     h->mhd =
-        MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_EPOLL_INTERNAL_THREAD, 0,
-                         NULL, NULL, mhd_access, h, MHD_OPTION_NOTIFY_COMPLETED, mhd_completed, h,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
+        MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC | MHD_USE_EPOLL_INTERNAL_THREAD |
+                             MHD_ALLOW_SUSPEND_RESUME,
+                         0, NULL, NULL, mhd_access, h, MHD_OPTION_NOTIFY_COMPLETED, mhd_completed,
+                         h, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_END);
     if (!h->mhd) {
         rc = -EIO;
         snprintf(err, errlen, "cannot start libmicrohttpd");
@@ -1037,6 +1085,9 @@ void httpd_destroy(struct httpd *h)
     for (size_t i = 0; i < h->adopt_n; i++)
         close(h->adopt_fds[i]);
     free(h->adopt_fds);
+    /* Suspended connections must be resumed before MHD stops: wait for the workers. */
+    while (atomic_load(&h->slow_workers) > 0)
+        usleep(10000);
     if (h->mhd)
         MHD_stop_daemon(h->mhd);
     api_destroy(h->api);

@@ -1350,3 +1350,19 @@ void sessions_term_detach(struct sessions_viewer *v)
     buf_fini(&v->out);
     free(v);
 }
+
+void sessions_cancel_execs(struct sessions *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&m->mu);
+    for (struct sess *s = m->list; s; s = s->next)
+        while (s->execs) {
+            struct xrec *x = s->execs;
+            snprintf(x->res.error, sizeof(x->res.error), "the daemon is stopping");
+            x->res.exit_code = -1;
+            exec_finish(x);
+        }
+    pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}

@@ -100,6 +100,8 @@ __attribute__((warn_unused_result)) int sessions_exec_run(struct sessions *s, co
                                                           struct sessions_exec_result *res,
                                                           char *err, size_t errlen);
 void sessions_exec_result_fini(struct sessions_exec_result *res);
+/* End every exec being waited for now (error "the daemon is stopping"), so waiters return. */
+void sessions_cancel_execs(struct sessions *s);
 
 /* Path of the session's log (vm.log) into buf, or -ENOENT when none is known. */
 __attribute__((warn_unused_result)) int sessions_log_path(struct sessions *s, const char *id,
