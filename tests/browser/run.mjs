@@ -547,6 +547,10 @@ const cases = {
         await page.keyboard.type('echo hi');
         await page.keyboard.press('Enter');
         await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((r) => r.textContent.trim() === 'hi'), null, { timeout: 10000 });
+        // Tab goes to the shell; F6 leaves the terminal for the tab row.
+        await page.keyboard.press('F6');
+        const out = await focused(page);
+        check(out && out.role === 'tab' && out.text === 'Terminal', `F6 moved focus to ${JSON.stringify(out)}`);
         const c0 = conns[0];
         check(c0.bin.join('') === 'echo hi\r', `keystrokes sent: ${JSON.stringify(c0.bin.join(''))}`);
         const size0 = c0.text.filter((m) => m.type === 'resize').pop();

@@ -1,7 +1,8 @@
 // The Terminal tab: xterm.js on the WebSocket api/v1/sessions/{id}/terminal.
 // Binary frames carry PTY bytes both ways; a JSON text frame
 // {"type":"resize","cols":C,"rows":R} follows every fit. The socket
-// reconnects with backoff (and at once with the Reconnect button).
+// reconnects with backoff (and at once with the Reconnect button). F6
+// moves the focus out of the terminal, which otherwise keeps every key.
 import { FitAddon } from '@xterm/addon-fit';
 import { Terminal } from '@xterm/xterm';
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -84,6 +85,18 @@ export function TerminalTab({ id }) {
                 }
             };
         };
+        // The terminal takes every key, Tab included; F6 is the way out for
+        // keyboard users (to the session's selected tab).
+        term.attachCustomKeyEventHandler((e) => {
+            if (e.key !== 'F6')
+                return true;
+            if (e.type === 'keydown') {
+                e.preventDefault();
+                const t = document.querySelector('[role=tab][aria-selected=true]');
+                t && t.focus();
+            }
+            return false;
+        });
         const input = term.onData((d) => {
             if (ws && ws.readyState === WebSocket.OPEN)
                 ws.send(enc.encode(d));
@@ -124,6 +137,7 @@ export function TerminalTab({ id }) {
                 <span class={`conn conn-${state}`} role="status" id="terminal-state">
                     {label}
                 </span>
+                <span class="muted hint">F6 leaves the terminal</span>
                 <button type="button" onClick={() => ctl.current && ctl.current.fit()}>
                     Fit
                 </button>
@@ -131,7 +145,7 @@ export function TerminalTab({ id }) {
                     Reconnect
                 </button>
             </div>
-            <div class="term-box" id="terminal" ref={box} aria-label="Terminal" />
+            <div class="term-box" id="terminal" ref={box} aria-label="Terminal (F6 leaves it)" />
         </div>
     );
 }
