@@ -504,6 +504,15 @@ const cases = {
         await page.locator('#sql-box').fill('DROP TABLE net_events');
         await page.locator('#sql-box').press('Control+Enter');
         await page.locator('.sql .notice.error').waitFor({ timeout: 10000 });
+        // A narrow window: wide tables scroll inside their box, not the page.
+        await page.setViewportSize({ width: 400, height: 800 });
+        for (const tab of ['network', 'models']) {
+            await page.goto(`${S}/${tab}`);
+            await rows(tab).first().waitFor({ timeout: 10000 });
+            const over = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+            check(over <= 0, `400x800: the ${tab} tab scrolls sideways by ${over} px`);
+            await shot(page, `${tab}-400x800`);
+        }
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
