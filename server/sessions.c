@@ -346,10 +346,28 @@ static void drop_work(struct sessions *m, struct sess *s)
 
 /* ---- loop thread ---------------------------------------------------------- */
 
+/* Forget queued work for x (about to be finished and freed by its waiter); lock held. */
+static void drop_work_x(struct sessions *m, struct xrec *x)
+{
+    for (struct work **pp = &m->q; *pp;) {
+        struct work *w = *pp;
+        if (w->x == x) {
+            *pp = w->next;
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    m->qtail = &m->q;
+    while (*m->qtail)
+        m->qtail = &(*m->qtail)->next;
+}
+
 static void exec_finish(struct xrec *x)
 {
     x->done = true;
     struct sess *s = x->sess;
+    drop_work_x(s->m, x);
     for (struct xrec **pp = &s->execs; *pp; pp = &(*pp)->next)
         if (*pp == x) {
             *pp = x->next;
