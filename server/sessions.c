@@ -651,10 +651,13 @@ static void on_done(void *opaque, int err, const char *msg, const char *log_path
     struct sessions *m = s->m;
     if (log_path)
         snprintf(s->log, sizeof(s->log), "%s", log_path);
+    char why[512];
+    /* msg lives in the runner: keep a copy before it goes. */
+    snprintf(why, sizeof(why), "%s", msg ? msg : "");
     struct vm_runner *r = s->r;
     s->r = NULL;
     vm_runner_destroy(r);
-    sess_ended(s, err != 0 && !s->stopping, msg);
+    sess_ended(s, err != 0 && !s->stopping, why);
     pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
 }
