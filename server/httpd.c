@@ -515,11 +515,6 @@ static enum MHD_Result mhd_send(struct httpd *h, struct MHD_Connection *c, struc
     if (resp->vary_encoding)
         MHD_add_response_header(r, MHD_HTTP_HEADER_VARY, "Accept-Encoding");
     MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
-    /* The dashboard loads nothing from elsewhere and is never framed. */
-    MHD_add_response_header(r, "Content-Security-Policy",
-                            "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-                            "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; "
-                            "base-uri 'none'; form-action 'self'");
     if (resp->location[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, resp->location);
     if (resp->set_cookie[0])
