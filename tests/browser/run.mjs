@@ -37,10 +37,9 @@ function check(cond, msg) {
 // finds the session directories there at startup).
 async function startServe(seed) {
     const home = mkdtempSync(join(tmpdir(), 'capsem-browser-'));
-    if (seed)
-        seed(home);
+    const extraEnv = seed ? seed(home) || {} : {};
     const proc = spawn(opts.capsem, ['serve', '--listen', '127.0.0.1:0'], {
-        env: { ...process.env, CAPSEM_HOME: home, CAPSEM_LOG: 'warn' },
+        env: { ...process.env, CAPSEM_HOME: home, CAPSEM_LOG: 'warn', ...extraEnv },
         stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
@@ -70,6 +69,8 @@ async function startServe(seed) {
             proc.kill('SIGTERM');
             await new Promise((r) => (proc.exitCode !== null ? r() : proc.on('exit', r)));
             rmSync(home, { recursive: true, force: true });
+            if (extraEnv.CAPSEM_ASSETS)
+                rmSync(dirname(extraEnv.CAPSEM_ASSETS), { recursive: true, force: true });
         },
     };
 }
@@ -187,6 +188,28 @@ function seedSession(home, name) {
             JSON.stringify({ event: 'rename', path: 'notes.txt', to: 'README.md', size: 12, time_s: T0 / 1e6 + 5, time_ns: 0 }) + '\n'
     );
     return dir;
+}
+
+// No VM: a stand-in capsem-vmm that starts the real capsem-agent on this
+// host (as unit.server.serve_host_path does), so a session's terminal is a
+// real PTY behind the daemon's terminal WebSocket. Returns the daemon's env.
+function hostAgent(home) {
+    const agent = join(dirname(opts.capsem), 'capsem-agent');
+    check(existsSync(agent), `${agent} not found: build the guest programs (CAPSEM_GUEST=ON)`);
+    const work = mkdtempSync(join(tmpdir(), 'capsem-browser-vmm-'));
+    const fake = join(work, 'fake-vmm');
+    writeFileSync(
+        fake,
+        '#!/bin/sh\n[ "$1" = --probe ] && exit 0\n' +
+            'uds=$(python3 -c \'import json,sys; print(json.load(open(sys.argv[1]))["vsock"]["uds"])\' "$2") || exit 2\n' +
+            `exec env CAPSEM_AGENT_UNIX="\${uds}_5000" ${agent}\n`,
+        { mode: 0o755 }
+    );
+    const assets = join(work, 'assets');
+    mkdirSync(assets);
+    for (const n of ['vmlinux', 'initrd.img'])
+        writeFileSync(join(assets, n), '');
+    return { CAPSEM_VMM: fake, CAPSEM_TEST_UNVERIFIED_ASSETS: '1', CAPSEM_ASSETS: assets };
 }
 
 // ---- the browser -------------------------------------------------------------
@@ -590,6 +613,38 @@ const cases = {
         check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
     },
 
+    // No VM: a session whose "VM" is the real agent on this host (stand-in
+    // monitor); the Terminal tab runs `echo hi` in its PTY through the
+    // daemon's terminal WebSocket and shows hi; the list shows it running.
+    async terminal_host(srv, browser) {
+        const r = await api(srv, 'sessions', 'POST', { name: 'hostpty', rootfs: 'none', no_net: true });
+        check(!(r.status === 404 && r.data && r.data.error === 'no such route'), 'POST /api/v1/sessions answered "no such route": the session routes are not in this daemon yet');
+        check(r.status === 201, `POST /api/v1/sessions gave ${r.status}: ${JSON.stringify(r.data)}`);
+        try {
+            const page = await newPage(browser, srv);
+            await login(page, srv);
+            const row = page.locator('#sessions-table tbody tr', { hasText: 'hostpty' });
+            await row.filter({ hasText: 'running' }).waitFor({ timeout: 60000 });
+            await row.getByRole('link').click();
+            await page.locator('#terminal-state', { hasText: /^Connected$/ }).waitFor({ timeout: 30000 });
+            await page.locator('#terminal').click();
+            await page.keyboard.type('echo hi');
+            await page.keyboard.press('Enter');
+            await page.waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].some((d) => d.textContent.trim() === 'hi'), null, { timeout: 30000 });
+            // The PTY got the fitted size.
+            await page.keyboard.type('stty size');
+            await page.keyboard.press('Enter');
+            const size = await page
+                .waitForFunction(() => [...document.querySelectorAll('.xterm-rows > div')].map((d) => d.textContent.trim()).find((t) => /^\d+ \d+$/.test(t)), null, { timeout: 10000 })
+                .then((h) => h.jsonValue());
+            check(Number(size.split(' ')[1]) >= 80, `stty size in the PTY: ${size}`);
+            await shot(page, 'terminal-host');
+            check(page.jsErrors.length === 0, `script errors: ${page.jsErrors.join('; ')}`);
+        } finally {
+            await api(srv, 'sessions/hostpty?purge=1', 'DELETE');
+        }
+    },
+
     // Needs the session routes and a guest: start a session from the dialog,
     // type `echo hi` in the terminal and see "hi" on a line of its own.
     async terminal_echo(srv, browser) {
@@ -670,7 +725,11 @@ const cases = {
 async function main() {
     const fn = cases[opts.case];
     check(fn, `no case ${opts.case}; cases: ${Object.keys(cases).join(', ')}`);
-    const seeds = { telemetry_views: (home) => seedSession(home, 'seeded') };
+    const seeds = { telemetry_views: (home) => seedSession(home, 'seeded'), terminal_host: hostAgent };
+    if (opts.case === 'terminal_host' && !existsSync('/dev/kvm')) {
+        console.log('browser.terminal_host: skipped: capsem checks /dev/kvm even with a stand-in monitor');
+        process.exit(77);
+    }
     const srv = await startServe(seeds[opts.case]);
     let browser = null;
     try {
