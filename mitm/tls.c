@@ -637,7 +637,7 @@ int mitm_ca_open(const char *dir, struct mitm_ca **out, char *err, size_t errlen
         set_err(err, errlen, "out of memory");
         goto out;
     }
-    bool have_key, have_cert;
+    bool have_key = false, have_cert = false;
     if ((rc = file_exists(kpath, &have_key, err, errlen)) != 0 ||
         (rc = file_exists(cpath, &have_cert, err, errlen)) != 0)
         goto out;
