@@ -1296,7 +1296,8 @@ size_t sessions_term_take(struct sessions_viewer *v, void *buf, size_t max, bool
 {
     pthread_mutex_lock(&v->m->mu);
     size_t n = v->out.len < max ? v->out.len : max;
-    memcpy(buf, v->out.data, n);
+    if (n > 0) /* an empty buffer may have no storage yet (memcpy from NULL) */
+        memcpy(buf, v->out.data, n);
     buf_consume(&v->out, n);
     *closed = v->closed && v->out.len == 0;
     pthread_mutex_unlock(&v->m->mu);
