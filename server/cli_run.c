@@ -738,9 +738,13 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
         struct integrity_asset a[3];
         size_t n = assets_to_check(p, a);
         struct integrity_opts io = {.cache_path = cache, .racy_ms = INTEGRITY_RACY_MS};
-        if (snprintf(cache, sizeof(cache), "%s/integrity-cache.json", p->home) >=
-                (int)sizeof(cache) ||
-            session_mkdir_p(p->home, 0700))
+        const char *cache_env = getenv("CAPSEM_INTEGRITY_CACHE");
+        if (cache_env && cache_env[0]) {
+            if (snprintf(cache, sizeof(cache), "%s", cache_env) >= (int)sizeof(cache))
+                io.cache_path = NULL;
+        } else if (snprintf(cache, sizeof(cache), "%s/integrity-cache.json", p->home) >=
+                       (int)sizeof(cache) ||
+                   session_mkdir_p(p->home, 0700))
             io.cache_path = NULL; /* no cache: every boot hashes its assets */
         size_t bad = 0;
         rc = integrity_verify(&io, a, n, &bad, err, sizeof(err));

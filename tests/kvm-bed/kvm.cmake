@@ -18,7 +18,10 @@ set(CAPSEM_BED_STATE_DIR ${CMAKE_BINARY_DIR}/kvm-bed-state CACHE INTERNAL "bed s
 set(CAPSEM_KVM_TEST_TIMEOUT 900 CACHE STRING "Timeout (s) of each kvm-labelled test")
 set(CAPSEM_KVM_ENV "CAPSEM_BED_STATE=${CAPSEM_BED_STATE_DIR}"
     "CAPSEM_BED_RW=${CMAKE_SOURCE_DIR}:${CMAKE_BINARY_DIR}"
-    "CAPSEM_CACHE_DIR=${CAPSEM_CACHE_DIR}" CACHE INTERNAL "kvm test env")
+    "CAPSEM_CACHE_DIR=${CAPSEM_CACHE_DIR}"
+    # One asset-hash cache for every kvm test of this build: hashing the Debian
+    # image inside the emulated bed takes minutes, so only the first boot pays.
+    "CAPSEM_INTEGRITY_CACHE=${CMAKE_BINARY_DIR}/integrity-cache.json" CACHE INTERNAL "kvm test env")
 
 # The system interpreter when there is one: a version-manager shim costs
 # ~0.25 s per call.
