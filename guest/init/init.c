@@ -329,8 +329,20 @@ static void mount_workspace(void)
         return;
     if (mkdir("/root", 0700) < 0 && errno != EEXIST)
         LOG_ERR("event=mkdir path=/root err=\"%s\"", strerror(errno));
-    if (mount("capsem-workspace", "/root", "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0)
+    /* The image's /root (the agents' config files) before the workspace hides it. */
+    int skel = open("/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mount("capsem-workspace", "/root", "virtiofs", MS_NOSUID | MS_NODEV, NULL) < 0) {
         LOG_ERR("event=mount path=/root type=virtiofs err=\"%s\"", strerror(errno));
+    } else if (skel >= 0) {
+        int home = open("/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int rc = home < 0 ? -errno : rootfs_seed_home(skel, home);
+        if (rc)
+            LOG_WARN("event=seed_workspace err=\"%s\"", strerror(-rc));
+        if (home >= 0)
+            close(home);
+    }
+    if (skel >= 0)
+        close(skel);
 }
 
 int main(void)

@@ -14,6 +14,7 @@
 
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -244,4 +245,105 @@ out:
     if (ret && stage >= LOWER_UP && stage < SWITCHED)
         umount2(LOWER, MNT_DETACH);
     return ret;
+}
+
+/* Copy regular file `name` from sdir to ddir with its mode; a file over 1 MiB is skipped. */
+static int seed_file(int sdir, int ddir, const char *name, const struct stat *st)
+{
+    if (st->st_size > (1 << 20))
+        return 0;
+    int rc = 0;
+    int in = openat(sdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (in < 0)
+        return -errno;
+    int out = openat(ddir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                     st->st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID));
+    if (out < 0) {
+        rc = -errno;
+        goto out;
+    }
+    char buf[16384];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof(buf));
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (write(out, buf, (size_t)n) != n) {
+            rc = -EIO;
+            break;
+        }
+    }
+    if (close(out) < 0 && !rc)
+        rc = -errno;
+out:
+    close(in);
+    return rc;
+}
+
+static int seed_tree(int sdir, int ddir, int depth);
+
+/* Copy entry `name` (a file, directory or symlink) from sdir into ddir. */
+static int seed_entry(int sdir, int ddir, const char *name, int depth)
+{
+    struct stat st;
+    if (fstatat(sdir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (S_ISREG(st.st_mode))
+        return seed_file(sdir, ddir, name, &st);
+    if (S_ISLNK(st.st_mode)) {
+        char target[4096];
+        ssize_t n = readlinkat(sdir, name, target, sizeof(target) - 1);
+        if (n < 0)
+            return -errno;
+        target[n] = '\0';
+        return symlinkat(target, ddir, name) < 0 ? -errno : 0;
+    }
+    if (!S_ISDIR(st.st_mode) || depth >= 8)
+        return 0; /* devices, fifos, sockets and deep trees are not seeded */
+    if (mkdirat(ddir, name, st.st_mode & 0777) < 0)
+        return -errno;
+    int s = openat(sdir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int d = openat(ddir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = s < 0 || d < 0 ? -errno : seed_tree(s, d, depth + 1);
+    if (s >= 0)
+        close(s);
+    if (d >= 0)
+        close(d);
+    return rc;
+}
+
+/* Every entry of sdir missing from ddir, copied; the first error is returned, the rest go on. */
+static int seed_tree(int sdir, int ddir, int depth)
+{
+    int fd = dup(sdir);
+    if (fd < 0)
+        return -errno;
+    DIR *dir = fdopendir(fd);
+    if (!dir) {
+        close(fd);
+        return -errno;
+    }
+    rewinddir(dir);
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        struct stat st;
+        if (fstatat(ddir, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            continue; /* what the workspace has wins, whole */
+        int r = seed_entry(sdir, ddir, e->d_name, depth);
+        if (r && !rc)
+            rc = r;
+    }
+    closedir(dir);
+    return rc;
+}
+
+int rootfs_seed_home(int skel_fd, int home_fd)
+{
+    return seed_tree(skel_fd, home_fd, 0);
 }

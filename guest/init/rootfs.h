@@ -39,4 +39,14 @@ bool rootfs_device_ok(const char *dev);
 int rootfs_switch(const char *dev, const char *scratch, const char *agent_src,
                   const char *agent_dst);
 
+/*
+ * Seed a workspace mounted over the image's home like /etc/skel: every entry of
+ * the directory `skel_fd` (the image's /root, opened before the mount hid it)
+ * that `home_fd` lacks is copied in, whole (files up to 1 MiB with their modes,
+ * directories, symlinks as they are; set-id bits dropped; nothing else). An
+ * entry the workspace already has is left alone. Returns 0, or the first -errno
+ * (the other entries are still tried).
+ */
+int rootfs_seed_home(int skel_fd, int home_fd);
+
 #endif

@@ -17,6 +17,7 @@
 #include "rootfs.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,6 +135,95 @@ static void test_rootfs_switch_missing_disk_enoent(void **state)
     assert_int_equal(access(dst, F_OK), -1);
 }
 
+static void write_text(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(path, mode), 0);
+}
+
+static void read_text(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+/*
+ * The image's home seeds a workspace: missing entries are copied whole (files with
+ * their modes, directories, symlinks as they are), what the workspace has is kept,
+ * set-id bits are dropped, a file over 1 MiB and a fifo are not copied.
+ */
+static void test_rootfs_seed_home_copies_what_is_missing(void **state)
+{
+    (void)state;
+    char skel[] = "/tmp/capsem-skel-XXXXXX", home[] = "/tmp/capsem-home-XXXXXX";
+    assert_non_null(mkdtemp(skel));
+    assert_non_null(mkdtemp(home));
+    char p[512], buf[256];
+    snprintf(p, sizeof(p), "%s/.codex", skel);
+    assert_int_equal(mkdir(p, 0700), 0);
+    snprintf(p, sizeof(p), "%s/.codex/config.toml", skel);
+    write_text(p, "approval_policy = \"never\"\n", 0600);
+    snprintf(p, sizeof(p), "%s/.bashrc", skel);
+    write_text(p, "image bashrc\n", 0644);
+    snprintf(p, sizeof(p), "%s/tool", skel);
+    write_text(p, "#!/bin/sh\n", 04755);
+    snprintf(p, sizeof(p), "%s/link", skel);
+    assert_int_equal(symlink("/etc/passwd", p), 0);
+    snprintf(p, sizeof(p), "%s/fifo", skel);
+    assert_int_equal(mkfifo(p, 0644), 0);
+    snprintf(p, sizeof(p), "%s/big", skel);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, (2 << 20) - 1, SEEK_SET), 0);
+    fputc('x', f);
+    fclose(f);
+    /* The workspace already has its own .bashrc. */
+    snprintf(p, sizeof(p), "%s/.bashrc", home);
+    write_text(p, "user bashrc\n", 0644);
+
+    int s = open(skel, O_RDONLY | O_DIRECTORY);
+    int h = open(home, O_RDONLY | O_DIRECTORY);
+    assert_true(s >= 0 && h >= 0);
+    assert_int_equal(rootfs_seed_home(s, h), 0);
+    struct stat st;
+    snprintf(p, sizeof(p), "%s/.codex/config.toml", home);
+    read_text(p, buf, sizeof(buf));
+    assert_string_equal(buf, "approval_policy = \"never\"\n");
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    snprintf(p, sizeof(p), "%s/.bashrc", home);
+    read_text(p, buf, sizeof(buf));
+    assert_string_equal(buf, "user bashrc\n");
+    snprintf(p, sizeof(p), "%s/tool", home);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755);
+    snprintf(p, sizeof(p), "%s/link", home);
+    ssize_t n = readlink(p, buf, sizeof(buf) - 1);
+    assert_int_equal(n, 11);
+    buf[n] = '\0';
+    assert_string_equal(buf, "/etc/passwd");
+    snprintf(p, sizeof(p), "%s/fifo", home);
+    assert_int_equal(lstat(p, &st), -1);
+    snprintf(p, sizeof(p), "%s/big", home);
+    assert_int_equal(lstat(p, &st), -1);
+    /* A second boot changes nothing: everything is there now. */
+    snprintf(p, sizeof(p), "%s/.codex/config.toml", home);
+    write_text(p, "edited by the user\n", 0600);
+    assert_int_equal(rootfs_seed_home(s, h), 0);
+    read_text(p, buf, sizeof(buf));
+    assert_string_equal(buf, "edited by the user\n");
+    close(s);
+    close(h);
+    snprintf(p, sizeof(p), "rm -rf '%s' '%s'", skel, home);
+    assert_int_equal(system(p), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +233,7 @@ int main(void)
         cmocka_unit_test(test_rootfs_device_ok_refuses_others),
         cmocka_unit_test(test_rootfs_switch_bad_name_einval),
         cmocka_unit_test(test_rootfs_switch_missing_disk_enoent),
+        cmocka_unit_test(test_rootfs_seed_home_copies_what_is_missing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
