@@ -611,8 +611,11 @@ int tq_stats(const char *dir, json_t **out, char *err, size_t errlen)
     }
     json_t *totals = json_array_get(totals_rows, 0);
     json_t *d = json_array_get(dns, 0);
-    *out = json_pack("{s:O,s:O,s:O,s:O,s:I}", "totals", totals ? totals : json_object(), "models",
-                     models, "hosts", hosts, "dns", d ? d : json_object(), "file_events", files);
+    /* "o" takes these references (a fresh empty object when a table had no row). */
+    json_t *t = totals ? json_incref(totals) : json_object();
+    json_t *dn = d ? json_incref(d) : json_object();
+    *out = json_pack("{s:o,s:O,s:O,s:o,s:I}", "totals", t, "models", models, "hosts", hosts, "dns",
+                     dn, "file_events", files);
     if (!*out)
         rc = -ENOMEM;
 out:
