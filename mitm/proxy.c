@@ -9,7 +9,10 @@
  * A 101 to a WebSocket upgrade turns the connection into a byte relay. Each
  * exchange ends with one net_event to the sink; an exchange with a model API
  * (mitm/model.h) is also parsed, from the body bytes just forwarded, and
- * reported as a model_call.
+ * reported as a model_call. Finishing that parse (decoding the whole request
+ * JSON), pricing, trace linking and the sink's model op run on the proxy's
+ * one model worker, fed through a bounded FIFO, so the connection's next
+ * request never waits for them and calls are linked in the order they ended.
  */
 #include "proxy.h"
 
@@ -44,7 +47,23 @@
 #define CHUNK (256 * 1024)              /* one read while relaying a body */
 #define WBUF_CAP (HTTP_MAX_HEAD + 1024) /* a rewritten head */
 #define HOST_MAX 256
-#define PEND_MAX 64 /* decoded body pieces waiting for the model parser */
+#define PEND_MAX 64              /* decoded body pieces waiting for the model parser */
+#define MQ_MAX_ITEMS 64u         /* model calls waiting for the worker */
+#define MQ_MAX_BYTES (32u << 20) /* request bytes those calls' parsers keep */
+
+/* One ended model exchange waiting for the worker: everything it needs is its own. */
+struct mitem {
+    struct mitem *next;
+    struct model_parser *mp;
+    bool complete;
+    int64_t end_us; /* monotonic, when the exchange ended */
+    int64_t time_us, pid;
+    size_t bytes;        /* request bytes the parser keeps (counted against MQ_MAX_BYTES) */
+    const char *process; /* these point into text[] (NULL when unknown) */
+    const char *host;
+    const char *path;
+    char text[];
+};
 
 struct mitm_proxy {
     struct policy_store *policy;
@@ -65,6 +84,17 @@ struct mitm_proxy {
     struct pconn *conns;
     unsigned active;
     bool stopping;
+    /* The model worker (only when the sink has a model op). */
+    bool has_worker;
+    pthread_t worker;
+    pthread_mutex_t mq_lock; /* guards everything below */
+    pthread_cond_t mq_work;  /* an item was queued, or mq_stop was set */
+    pthread_cond_t mq_space; /* an item left the queue */
+    pthread_cond_t mq_done;  /* an item was sunk */
+    struct mitem *mq_head, *mq_tail;
+    size_t mq_n, mq_bytes;
+    uint64_t mq_queued, mq_sunk; /* items ever queued / ever finished and sunk */
+    bool mq_stop;                /* set by destroy once no connection is left */
 };
 
 /* One guest connection, owned by its thread. */
@@ -215,9 +245,124 @@ static void set_error(struct exch *x, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- model calls, finished on the worker ---- */
+
+static size_t str_room(const char *s)
+{
+    return s ? strlen(s) + 1 : 0;
+}
+
+static const char *str_put(char **dst, const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = *dst;
+    memcpy(d, s, n);
+    *dst += n;
+    return d;
+}
+
+/* An item for a model exchange that ended at end_us (copies ev's strings); NULL: no memory. */
+static struct mitem *mitem_new(struct model_parser *mp, bool complete, int64_t end_us,
+                               const struct net_event *ev, uint64_t req_bytes)
+{
+    size_t room = str_room(ev->process) + str_room(ev->host) + str_room(ev->path);
+    struct mitem *it = malloc(sizeof(*it) + room);
+    if (!it)
+        return NULL;
+    char *t = it->text;
+    *it = (struct mitem){.mp = mp, .complete = complete, .end_us = end_us};
+    it->time_us = ev->time_us;
+    it->pid = ev->pid;
+    it->bytes = req_bytes < MODEL_REQ_MAX_DEFAULT ? (size_t)req_bytes : MODEL_REQ_MAX_DEFAULT;
+    it->process = str_put(&t, ev->process);
+    it->host = str_put(&t, ev->host);
+    it->path = str_put(&t, ev->path);
+    return it;
+}
+
+/* Finish the parse, fill the connection fields, price, link, sink; frees the parser. */
+static void mitem_finish(struct mitm_proxy *p, struct mitem *it)
+{
+    struct model_call *mc = model_parser_finish(it->mp, it->complete, it->end_us);
+    if (mc) {
+        mc->time_us = it->time_us;
+        mc->process = it->process;
+        mc->pid = it->pid;
+        mc->host = it->host;
+        mc->path = it->path;
+        pricing_apply(p->pricing, mc);
+        if (p->traces)
+            trace_link(p->traces, mc);
+        sink_model(&p->sink, mc);
+    }
+    model_parser_destroy(it->mp);
+    it->mp = NULL;
+}
+
+/* Queue an item for the worker, waiting while the queue is full (nothing is dropped). */
+static void mq_push(struct mitm_proxy *p, struct mitem *it)
+{
+    pthread_mutex_lock(&p->mq_lock);
+    /* Full: too many items, or too many kept bytes (an item always fits an empty queue). */
+    while (p->mq_n >= MQ_MAX_ITEMS || (p->mq_n > 0 && p->mq_bytes + it->bytes > MQ_MAX_BYTES))
+        pthread_cond_wait(&p->mq_space, &p->mq_lock);
+    if (p->mq_tail)
+        p->mq_tail->next = it;
+    else
+        p->mq_head = it;
+    p->mq_tail = it;
+    p->mq_n++;
+    p->mq_bytes += it->bytes;
+    p->mq_queued++;
+    pthread_cond_signal(&p->mq_work);
+    pthread_mutex_unlock(&p->mq_lock);
+}
+
+/* The model worker: finishes items strictly in queue order until destroy stops it. */
+static void *worker_main(void *arg)
+{
+    struct mitm_proxy *p = arg;
+    pthread_mutex_lock(&p->mq_lock);
+    for (;;) {
+        while (!p->mq_head && !p->mq_stop)
+            pthread_cond_wait(&p->mq_work, &p->mq_lock);
+        struct mitem *it = p->mq_head;
+        if (!it)
+            break; /* stopped and nothing left */
+        p->mq_head = it->next;
+        if (!p->mq_head)
+            p->mq_tail = NULL;
+        p->mq_n--;
+        p->mq_bytes -= it->bytes;
+        pthread_cond_broadcast(&p->mq_space);
+        pthread_mutex_unlock(&p->mq_lock);
+        mitem_finish(p, it);
+        free(it);
+        pthread_mutex_lock(&p->mq_lock);
+        p->mq_sunk++;
+        pthread_cond_broadcast(&p->mq_done);
+    }
+    pthread_mutex_unlock(&p->mq_lock);
+    return NULL;
+}
+
+void mitm_proxy_drain(struct mitm_proxy *p)
+{
+    if (!p || !p->has_worker)
+        return;
+    pthread_mutex_lock(&p->mq_lock);
+    uint64_t want = p->mq_queued;
+    while (p->mq_sunk < want)
+        pthread_cond_wait(&p->mq_done, &p->mq_lock);
+    pthread_mutex_unlock(&p->mq_lock);
+}
+
 /* Report one exchange (or one failed connection) to the sink. */
 static void emit(struct pconn *pc, struct exch *x)
 {
+    int64_t end_us = mono_us();
     char *reqp = NULL, *respp = NULL;
     if (x->reqcap.seen && redact_capture_preview(&x->reqcap, &reqp) < 0)
         reqp = NULL;
@@ -236,7 +381,7 @@ static void emit(struct pconn *pc, struct exch *x)
         .status = x->status,
         .req_bytes = (int64_t)x->reqb.total + x->tunnel_up,
         .resp_bytes = (int64_t)x->respb.total + x->tunnel_down,
-        .duration_us = x->t0_us ? mono_us() - x->t0_us : 0,
+        .duration_us = x->t0_us ? end_us - x->t0_us : 0,
         .ttfb_us = x->ttfb_us,
         .decision = x->decision,
         .rule = x->rule,
@@ -252,18 +397,23 @@ static void emit(struct pconn *pc, struct exch *x)
     free(respp);
 
     if (x->mp) {
-        struct mitm_proxy *p = pc->p;
-        struct model_call *mc = model_parser_finish(x->mp, x->resp_complete, mono_us());
-        if (mc) {
-            mc->time_us = ev.time_us;
-            mc->process = ev.process;
-            mc->pid = ev.pid;
-            mc->host = ev.host;
-            mc->path = ev.path;
-            pricing_apply(p->pricing, mc);
-            if (p->traces)
-                trace_link(p->traces, mc);
-            sink_model(&p->sink, mc);
+        struct mitem *it = mitem_new(x->mp, x->resp_complete, end_us, &ev, x->reqb.total);
+        if (it) {
+            x->mp = NULL; /* the item owns it now */
+            mq_push(pc->p, it);
+        } else {
+            /* No memory for an item: finish here, after the queued calls, losing nothing. */
+            struct mitem tmp = {.mp = x->mp,
+                                .complete = x->resp_complete,
+                                .end_us = end_us,
+                                .time_us = ev.time_us,
+                                .pid = ev.pid,
+                                .process = ev.process,
+                                .host = ev.host,
+                                .path = ev.path};
+            x->mp = NULL;
+            mitm_proxy_drain(pc->p);
+            mitem_finish(pc->p, &tmp);
         }
     }
 }
@@ -1316,6 +1466,10 @@ int mitm_proxy_create(const struct mitm_proxy_config *cfg, struct mitm_proxy **o
     p->max_connections = cfg->max_connections ? cfg->max_connections : 512;
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->idle, NULL);
+    pthread_mutex_init(&p->mq_lock, NULL);
+    pthread_cond_init(&p->mq_work, NULL);
+    pthread_cond_init(&p->mq_space, NULL);
+    pthread_cond_init(&p->mq_done, NULL);
 
     const char *ca = cfg->upstream_ca_file;
     struct policy *pol = policy_store_get(cfg->policy);
@@ -1331,11 +1485,25 @@ int mitm_proxy_create(const struct mitm_proxy_config *cfg, struct mitm_proxy **o
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    if (p->sink.ops && p->sink.ops->model) {
+        int e = pthread_create(&p->worker, NULL, worker_main, p);
+        if (e != 0) {
+            snprintf(err, errlen, "cannot start the model worker: %s", strerror(e));
+            rc = -e;
+            goto out;
+        }
+        p->has_worker = true;
+    }
     *out = p;
     p = NULL;
 out:
     if (p) {
+        upstream_pool_destroy(p->ups);
         SSL_CTX_free(p->client_ctx);
+        pthread_cond_destroy(&p->mq_done);
+        pthread_cond_destroy(&p->mq_space);
+        pthread_cond_destroy(&p->mq_work);
+        pthread_mutex_destroy(&p->mq_lock);
         pthread_cond_destroy(&p->idle);
         pthread_mutex_destroy(&p->lock);
         free(p);
@@ -1444,8 +1612,20 @@ void mitm_proxy_destroy(struct mitm_proxy *p)
     while (p->active > 0)
         pthread_cond_wait(&p->idle, &p->lock);
     pthread_mutex_unlock(&p->lock);
+    /* No connection is left to queue more: the worker sinks what is queued, then ends. */
+    if (p->has_worker) {
+        pthread_mutex_lock(&p->mq_lock);
+        p->mq_stop = true;
+        pthread_cond_signal(&p->mq_work);
+        pthread_mutex_unlock(&p->mq_lock);
+        pthread_join(p->worker, NULL);
+    }
     upstream_pool_destroy(p->ups);
     SSL_CTX_free(p->client_ctx);
+    pthread_cond_destroy(&p->mq_done);
+    pthread_cond_destroy(&p->mq_space);
+    pthread_cond_destroy(&p->mq_work);
+    pthread_mutex_destroy(&p->mq_lock);
     pthread_cond_destroy(&p->idle);
     pthread_mutex_destroy(&p->lock);
     free(p);

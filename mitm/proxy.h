@@ -36,6 +36,18 @@ struct mitm_proxy_config {
      * these hosts (NULL = model_default_hosts) are parsed as they are forwarded
      * and reported with sink_model(), priced by `pricing` and linked into
      * traces by `traces` (each borrowed, may be NULL: no cost / no trace).
+     * The body bytes are fed on the connection's thread after they are
+     * forwarded; the rest (decoding the request JSON, pricing, linking and
+     * the sink's model op) runs on one model worker thread of the proxy, so
+     * the connection's next request never waits for it. Calls are finished
+     * strictly in the order their exchanges ended (a tool result always sees
+     * the tool calls of every call that ended before it). The queue holds at
+     * most 64 calls and 32 MiB of the request bodies their parsers keep (a
+     * call alone may exceed that; one parser keeps at most
+     * MODEL_REQ_MAX_DEFAULT = 8 MiB of request plus a partial response event
+     * up to MODEL_EVENT_MAX_DEFAULT), so queued calls take at most ~40 MiB
+     * plus the events they hold. When it is full, the connection that ended
+     * an exchange waits for room: no call is ever dropped.
      */
     const struct model_host *model_hosts;
     const struct pricing *pricing;
@@ -57,7 +69,17 @@ __attribute__((warn_unused_result)) int mitm_proxy_create(const struct mitm_prox
 int mitm_proxy_serve(struct mitm_proxy *p, int fd);
 /* Connections being served now. */
 unsigned mitm_proxy_active(struct mitm_proxy *p);
-/* Close every connection, join the threads, free. Accepts NULL. */
+/*
+ * Wait until every model call whose exchange had ended when this was called
+ * has been finished and handed to the sink (calls ending meanwhile are not
+ * waited for). Call before flushing the sink's storage. Accepts NULL.
+ */
+void mitm_proxy_drain(struct mitm_proxy *p);
+/*
+ * Close every connection, join the threads, sink every queued model call
+ * (nothing queued is lost), free. The sink, pricing and traces must still be
+ * valid during the call. Accepts NULL.
+ */
 void mitm_proxy_destroy(struct mitm_proxy *p);
 
 #endif

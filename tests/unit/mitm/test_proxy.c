@@ -11,7 +11,11 @@
  * head a 431, both then closed, with a block event naming the error; no
  * server name at all closes the handshake with a block event "no server
  * name"; an unreachable or unverifiable upstream gives a 502 whose body and
- * event say why.
+ * event say why. Model calls: the recording sink's model op can be held at a
+ * gate, which holds the proxy's model worker, to show that a connection's
+ * next request never waits for the previous call's finishing, that calls come
+ * out in request order, that a full queue holds the connection back without
+ * dropping a call, and that drain and destroy wait for every queued call.
  */
 #include "proxy.h"
 
@@ -77,6 +81,7 @@ static pthread_mutex_t rec_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t rec_cond = PTHREAD_COND_INITIALIZER;
 static struct rec_event rec[REC_MAX];
 static size_t nrec;
+static size_t net_total; /* every net event, also past REC_MAX */
 
 static void copy_str(char *dst, size_t len, const char *src, bool *has)
 {
@@ -103,6 +108,7 @@ static void rec_net(void *opaque, const struct net_event *ev)
                             ev->req_preview, ev->resp_preview, ev->process};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         rec_leaked |= holds(fields[i], rec_secret);
+    net_total++;
     if (nrec < REC_MAX) {
         struct rec_event *r = &rec[nrec++];
         memset(r, 0, sizeof(*r));
@@ -134,19 +140,39 @@ struct rec_model {
     char provider[16], api[16], model[64], status[16], host[64], path[64], process[65];
     char tool_name[32], tool_id[32], tool_args[64];
     int http_status;
-    int64_t input_tokens, output_tokens, ttft_us, pid;
+    int64_t input_tokens, output_tokens, ttft_us, pid, message_count;
     size_t n_tool_calls;
     bool stream, cost_known;
     int turn;
 };
-static struct rec_model recm[8];
+#define RECM_MAX 128
+static struct rec_model recm[RECM_MAX];
 static size_t nrecm;
+/*
+ * The model op's gate: while closed, the op waits inside the sink (holding up
+ * the proxy's model worker), so tests can see what happens meanwhile.
+ */
+static bool model_gate_closed;
+static int model_in_sink; /* model ops waiting at the gate */
+
+static void gate_set(bool closed)
+{
+    pthread_mutex_lock(&rec_lock);
+    model_gate_closed = closed;
+    pthread_cond_broadcast(&rec_cond);
+    pthread_mutex_unlock(&rec_lock);
+}
 
 static void rec_model_call(void *opaque, const struct model_call *mc)
 {
     (void)opaque;
     pthread_mutex_lock(&rec_lock);
-    if (nrecm < 8) {
+    model_in_sink++;
+    pthread_cond_broadcast(&rec_cond);
+    while (model_gate_closed)
+        pthread_cond_wait(&rec_cond, &rec_lock);
+    model_in_sink--;
+    if (nrecm < RECM_MAX) {
         struct rec_model *r = &recm[nrecm++];
         memset(r, 0, sizeof(*r));
         copy_str(r->provider, sizeof(r->provider), mc->provider, NULL);
@@ -167,6 +193,7 @@ static void rec_model_call(void *opaque, const struct model_call *mc)
         r->output_tokens = mc->output_tokens;
         r->ttft_us = mc->ttft_us;
         r->pid = mc->pid;
+        r->message_count = mc->message_count;
         r->stream = mc->stream;
         r->cost_known = mc->cost_known;
         r->turn = mc->turn;
@@ -647,6 +674,9 @@ static int setup(void **state)
     pthread_mutex_lock(&rec_lock);
     nrec = 0;
     nrecm = 0;
+    net_total = 0;
+    model_gate_closed = false;
+    model_in_sink = 0;
     pthread_mutex_unlock(&rec_lock);
     if (policy_store_create(make_policy(""), &F->store) != 0)
         return -1;
@@ -672,6 +702,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    gate_set(false); /* a failed test must not leave the model worker waiting */
     mitm_proxy_destroy(F->proxy);
     F->proxy = NULL;
     policy_store_destroy(F->store);
@@ -1446,14 +1477,274 @@ static void test_serve_model_calls_reported(void **state)
     g_puts(g, "GET /hello HTTP/1.1\r\nHost: api.test\r\n\r\n");
     g_response(g, &r, "GET");
     assert_int_equal(wait_events(3), 3);
-    usleep(100000); /* a model call would follow its net event at once, on the same thread */
+    guest_close(g);
+    mitm_proxy_destroy(F->proxy); /* before the trace table it borrows; sinks what is queued */
+    F->proxy = NULL;
+    trace_table_destroy(traces);
     pthread_mutex_lock(&rec_lock);
     size_t models = nrecm;
     pthread_mutex_unlock(&rec_lock);
     assert_int_equal(models, 2);
-    guest_close(g);
-    mitm_proxy_destroy(F->proxy); /* before the trace table it borrows */
+}
+
+/* ---- model calls finished on the proxy's worker ---- */
+
+/* Replace the fixture's proxy with one that parses api.test as Anthropic; returns its traces. */
+static struct trace_table *proxy_with_models(void)
+{
+    mitm_proxy_destroy(F->proxy);
     F->proxy = NULL;
+    struct trace_table *traces = NULL;
+    assert_int_equal(trace_table_create(0, &traces), 0);
+    struct mitm_proxy_config cfg = {
+        .policy = F->store,
+        .certs = F->certs,
+        .pool = F->pool,
+        .sink = {.ops = &rec_ops},
+        .upstream_ca_file = F->upca_file,
+        .connect_timeout_ms = 5000,
+        .idle_timeout_ms = 10000,
+        .model_hosts = test_model_hosts,
+        .traces = traces,
+    };
+    char err[256] = "";
+    assert_int_equal(mitm_proxy_create(&cfg, &F->proxy, err, sizeof(err)), 0);
+    return traces;
+}
+
+/*
+ * Send a JSON (non-streamed) messages request carrying `nmsg` messages (the
+ * last a result for toolu_1 when `tool_result`) and read the answer.
+ */
+static int model_request(struct guest *g, int nmsg, bool tool_result)
+{
+    char body[8192], buf[9000];
+    size_t o = 0;
+    int n = snprintf(body, sizeof(body), "{\"model\":\"claude-test-1\",\"messages\":[");
+    o = (size_t)n;
+    for (int i = 0; i < nmsg; i++) {
+        bool last = i == nmsg - 1;
+        n = snprintf(body + o, sizeof(body) - o, "%s{\"role\":\"user\",\"content\":%s}",
+                     i ? "," : "",
+                     last && tool_result ? "[{\"type\":\"tool_result\",\"tool_use_id\":"
+                                           "\"toolu_1\",\"content\":\"ok\"}]"
+                                         : "\"m\"");
+        assert_true(n > 0 && (size_t)n < sizeof(body) - o);
+        o += (size_t)n;
+    }
+    n = snprintf(body + o, sizeof(body) - o, "]}");
+    assert_true(n > 0 && (size_t)n < sizeof(body) - o);
+    o += (size_t)n;
+    n = snprintf(buf, sizeof(buf),
+                 "POST /v1/messages HTTP/1.1\r\nHost: api.test\r\n"
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                 o, body);
+    assert_true(n > 0 && (size_t)n < sizeof(buf));
+    g_puts(g, buf);
+    struct resp r;
+    g_response(g, &r, "POST");
+    return r.status;
+}
+
+/* Wait (up to 10 s) until `n` model ops wait at the closed gate; returns the count then. */
+static int wait_in_sink(int n)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    pthread_mutex_lock(&rec_lock);
+    while (model_in_sink < n && pthread_cond_timedwait(&rec_cond, &rec_lock, &dl) == 0)
+        ;
+    int got = model_in_sink;
+    pthread_mutex_unlock(&rec_lock);
+    return got;
+}
+
+struct drainer {
+    pthread_t th;
+    bool done;          /* under rec_lock */
+    size_t models_then; /* nrecm when drain returned */
+};
+
+static void *drain_main(void *arg)
+{
+    struct drainer *d = arg;
+    mitm_proxy_drain(F->proxy);
+    pthread_mutex_lock(&rec_lock);
+    d->done = true;
+    d->models_then = nrecm;
+    pthread_mutex_unlock(&rec_lock);
+    return NULL;
+}
+
+/*
+ * The first call's finishing and sinking are held (the gate): the next
+ * requests on the same keep-alive connection are answered all the same, the
+ * calls come out in request order once the gate opens (the third, a tool
+ * result, joins a trace one turn later), and drain returns only after the
+ * last one is sunk.
+ */
+static void test_serve_model_finish_off_connection_thread(void **state)
+{
+    (void)state;
+    struct trace_table *traces = proxy_with_models();
+    gate_set(true);
+    struct guest *g = guest_open();
+    assert_int_equal(model_request(g, 1, false), 200);
+    assert_int_equal(wait_in_sink(1), 1); /* the worker holds call 1 inside the sink */
+    /* With call 1 still unfinished, the same connection serves two more requests. */
+    assert_int_equal(model_request(g, 2, false), 200);
+    assert_int_equal(model_request(g, 3, true), 200);
+    /* Answered on the same connection, so call 3 had been queued before it was read. */
+    struct resp r;
+    g_puts(g, "GET /hello HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    g_response(g, &r, "GET");
+    assert_int_equal(r.status, 200);
+    struct drainer d = {0};
+    assert_int_equal(pthread_create(&d.th, NULL, drain_main, &d), 0);
+    usleep(200000);
+    pthread_mutex_lock(&rec_lock);
+    bool early = d.done;
+    size_t models = nrecm;
+    pthread_mutex_unlock(&rec_lock);
+    gate_set(false);
+    pthread_join(d.th, NULL);
+    assert_false(early); /* drain waited while calls were unsunk */
+    assert_int_equal(models, 0);
+    /* Drain returned with every call sunk (all three had ended before it was called). */
+    assert_int_equal(d.models_then, 3);
+    pthread_mutex_lock(&rec_lock);
+    struct rec_model m[3] = {recm[0], recm[1], recm[2]};
+    pthread_mutex_unlock(&rec_lock);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(m[i].message_count, i + 1); /* request order */
+        assert_string_equal(m[i].host, "api.test");
+        assert_string_equal(m[i].path, "/v1/messages");
+        assert_string_equal(m[i].process, "curl");
+        assert_int_equal(m[i].pid, 4242);
+    }
+    assert_int_equal(m[0].turn, 1);
+    assert_int_equal(m[1].turn, 1);
+    assert_int_equal(m[2].turn, 2); /* linked after the calls before it */
+    guest_close(g);
+    mitm_proxy_destroy(F->proxy);
+    F->proxy = NULL;
+    trace_table_destroy(traces);
+}
+
+struct gate_opener {
+    pthread_t th;
+    size_t at_net;                /* open once this many net events have come */
+    size_t net_seen, models_seen; /* what had come 300 ms later, just before opening */
+};
+
+static void *gate_open_main(void *arg)
+{
+    struct gate_opener *o = arg;
+    pthread_mutex_lock(&rec_lock);
+    while (net_total < o->at_net)
+        pthread_cond_wait(&rec_cond, &rec_lock);
+    pthread_mutex_unlock(&rec_lock);
+    usleep(300000);
+    pthread_mutex_lock(&rec_lock);
+    o->net_seen = net_total;
+    o->models_seen = nrecm;
+    model_gate_closed = false;
+    pthread_cond_broadcast(&rec_cond);
+    pthread_mutex_unlock(&rec_lock);
+    return NULL;
+}
+
+/*
+ * A full queue holds the connection back, drops nothing: with the worker held
+ * in the sink by call 1 and 64 calls queued, the connection that ends call 66
+ * waits for room (request 67 is not read meanwhile); once the worker moves,
+ * all 70 calls are sunk, in order.
+ */
+static void test_serve_model_queue_full_waits(void **state)
+{
+    (void)state;
+    struct trace_table *traces = proxy_with_models();
+    gate_set(true);
+    struct gate_opener o = {.at_net = 66};
+    assert_int_equal(pthread_create(&o.th, NULL, gate_open_main, &o), 0);
+    struct guest *g = guest_open();
+    for (int i = 1; i <= 70; i++)
+        assert_int_equal(model_request(g, i, false), 200);
+    struct resp r; /* answered once call 70 is queued */
+    g_puts(g, "GET /hello HTTP/1.1\r\nHost: api.test\r\n\r\n");
+    g_response(g, &r, "GET");
+    pthread_join(o.th, NULL);
+    assert_int_equal(o.net_seen, 66); /* exchange 67 waited for room in the queue */
+    assert_int_equal(o.models_seen, 0);
+    mitm_proxy_drain(F->proxy);
+    pthread_mutex_lock(&rec_lock);
+    size_t models = nrecm;
+    bool ordered = true;
+    for (size_t i = 0; i < models; i++)
+        ordered &= recm[i].message_count == (int64_t)i + 1;
+    pthread_mutex_unlock(&rec_lock);
+    assert_int_equal(models, 70);
+    assert_true(ordered);
+    guest_close(g);
+    mitm_proxy_destroy(F->proxy);
+    F->proxy = NULL;
+    trace_table_destroy(traces);
+}
+
+struct destroyer {
+    pthread_t th;
+    bool done; /* under rec_lock */
+};
+
+static void *destroy_main(void *arg)
+{
+    struct destroyer *d = arg;
+    mitm_proxy_destroy(F->proxy);
+    pthread_mutex_lock(&rec_lock);
+    d->done = true;
+    pthread_mutex_unlock(&rec_lock);
+    return NULL;
+}
+
+/*
+ * Destroy with calls queued (the worker held in the sink by the first):
+ * destroy waits, then every queued call is sunk, in order, and freed (the
+ * ASan build checks that nothing leaks).
+ */
+static void test_destroy_sinks_queued_model_calls(void **state)
+{
+    (void)state;
+    struct trace_table *traces = proxy_with_models();
+    gate_set(true);
+    struct guest *g1 = guest_open();
+    struct guest *g2 = guest_open();
+    assert_int_equal(model_request(g1, 1, false), 200);
+    assert_int_equal(wait_in_sink(1), 1);
+    assert_int_equal(model_request(g1, 2, false), 200);
+    assert_int_equal(model_request(g2, 3, false), 200);
+    assert_int_equal(wait_events(3), 3);
+    guest_close(g1);
+    struct destroyer d = {0};
+    assert_int_equal(pthread_create(&d.th, NULL, destroy_main, &d), 0);
+    assert_true(g_eof(g2)); /* destroy closed the open connection */
+    guest_close(g2);
+    usleep(200000);
+    pthread_mutex_lock(&rec_lock);
+    bool early = d.done;
+    pthread_mutex_unlock(&rec_lock);
+    gate_set(false);
+    pthread_join(d.th, NULL);
+    F->proxy = NULL;
+    assert_false(early); /* destroy waited for the queued calls */
+    pthread_mutex_lock(&rec_lock);
+    size_t models = nrecm;
+    int64_t c0 = recm[0].message_count, c1 = recm[1].message_count, c2 = recm[2].message_count;
+    pthread_mutex_unlock(&rec_lock);
+    assert_int_equal(models, 3);
+    assert_int_equal(c0, 1);
+    assert_int_equal(c1, 2);
+    assert_int_equal(c2, 3);
     trace_table_destroy(traces);
 }
 
@@ -1668,6 +1959,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_serve_idle_timeouts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_refuses_over_max_connections, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_model_calls_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serve_model_finish_off_connection_thread, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_serve_model_queue_full_waits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_sinks_queued_model_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_creds_swapped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_serve_creds_wrong_host_blocked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_closes_open_connections, setup, teardown),
