@@ -308,6 +308,7 @@ int netsvc_reload(struct netsvc *n, char *err, size_t errlen)
 
 int netsvc_flush(struct netsvc *n)
 {
+    mitm_proxy_drain(n->proxy); /* model calls still being finished reach the writer first */
     return telemetry_flush(n->tel);
 }
 
@@ -319,7 +320,7 @@ void netsvc_stop(struct netsvc *n)
         loop_del(n->loop, n->ino_fd);
         close(n->ino_fd);
     }
-    mitm_proxy_destroy(n->proxy);
+    mitm_proxy_destroy(n->proxy); /* drains its queued model calls into tel first */
     dns_service_destroy(n->dns);
     telemetry_close(n->tel);
     trace_table_destroy(n->traces);
