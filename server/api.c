@@ -79,6 +79,8 @@ static const struct api_route routes[] = {
      api_sessions_exec, "Run a command in a session and wait for it"},
     {"GET", "/api/v1/sessions/{id}/terminal", API_WS, API_AUTH, NULL,
      "The session's terminal (WebSocket)"},
+    {"GET", "/api/v1/sessions/{id}/exec", API_WS, API_AUTH, NULL,
+     "Run a command with its stdin, stdout and stderr streamed (WebSocket)"},
 };
 
 const struct api_route *api_routes(size_t *count)

@@ -477,3 +477,67 @@ done:
     json_decref(o);
     return rc;
 }
+
+int api_sessions_xstart_parse(json_t *j, struct api_xstart *out, char *err, size_t errlen)
+{
+    struct api_xstart x = {0};
+    const char *k;
+    json_t *v;
+    if (!json_is_object(j)) {
+        snprintf(err, errlen, "start must be a JSON object");
+        return -EINVAL;
+    }
+    json_object_foreach(j, k, v)
+    {
+        if (strcmp(k, "type") && strcmp(k, "argv") && strcmp(k, "env") && strcmp(k, "cwd") &&
+            strcmp(k, "timeout_s") && strcmp(k, "tty")) {
+            snprintf(err, errlen, "start: unknown key '%.64s'", k);
+            return -EINVAL;
+        }
+    }
+    v = json_object_get(j, "argv");
+    if (!v) {
+        snprintf(err, errlen, "argv is required");
+        goto bad;
+    }
+    if (!str_array(v, "argv", ARGV_MAX, true, &x.argv, &x.argc, err, errlen))
+        goto bad;
+    if (!env_object(json_object_get(j, "env"), &x.env, &x.n_env, err, errlen))
+        goto bad;
+    v = json_object_get(j, "cwd");
+    if (v && !json_is_null(v) && (!json_is_string(v) || json_string_value(v)[0] != '/')) {
+        snprintf(err, errlen, "cwd must be an absolute path");
+        goto bad;
+    }
+    x.cwd = json_string_value(v);
+    v = json_object_get(j, "timeout_s");
+    if (v && !json_is_null(v) &&
+        (!json_is_integer(v) || json_integer_value(v) < 0 ||
+         json_integer_value(v) > SESSIONS_EXEC_TIMEOUT_MAX_S)) {
+        snprintf(err, errlen, "timeout_s must be an integer from 0 to %u",
+                 SESSIONS_EXEC_TIMEOUT_MAX_S);
+        goto bad;
+    }
+    x.timeout_s = json_is_integer(v) ? (unsigned)json_integer_value(v) : 0;
+    v = json_object_get(j, "tty");
+    if (v && !json_is_null(v) && !json_is_boolean(v)) {
+        snprintf(err, errlen, "tty must be true or false");
+        goto bad;
+    }
+    if (json_is_true(v)) {
+        snprintf(err, errlen, "tty: a PTY is not available on the exec stream (use the terminal)");
+        goto bad;
+    }
+    *out = x;
+    return 0;
+bad:
+    api_sessions_xstart_fini(&x);
+    return -EINVAL;
+}
+
+void api_sessions_xstart_fini(struct api_xstart *x)
+{
+    free(x->argv);
+    env_free(x->env, x->n_env);
+    memset(x, 0, sizeof(*x));
+}

@@ -74,6 +74,7 @@ struct httpd {
     int *adopt_fds;
     size_t adopt_n, adopt_cap;
     struct ws_pss *terms;    /* terminal WebSockets (lws thread only) */
+    struct ws_pss *xss;      /* exec stream WebSockets (lws thread only) */
     atomic_int slow_workers; /* API_SLOW handlers running (their connections suspended) */
     struct ws_pss *evs;      /* /api/v1/events WebSockets (lws thread only) */
 };
@@ -96,7 +97,25 @@ struct ws_pss {
     char text[TERM_TEXT_MAX];
     size_t text_len;
     bool text_bad;
+    /* /api/v1/sessions/{id}/exec (docs/api.md "Exec stream"): */
+    bool exec;
+    char sid[128];
+    struct sessions_xstream *xs;
+    struct ws_pss *x_next;
+    char *xtext; /* text message being gathered (malloc'd, at most XS_TEXT_MAX) */
+    size_t xtext_len;
+    bool xtext_bad;
+    bool rx_paused;    /* stdin queue full: lws reads nothing until it drains */
+    bool eof;          /* the client sent eof */
+    char xerr[300];    /* an error message to send, then close with xclose */
+    int xclose;        /* close code once the last message is out (0 = not closing) */
+    bool xclose_ready; /* the last message is written: close at the next writeable */
 };
+
+/* Largest text message on an exec stream (a start message). */
+#define XS_TEXT_MAX (1u << 20)
+/* Output bytes per binary message on an exec stream. */
+#define XS_FRAME_MAX (64u << 10)
 
 /* A published event (any thread, events.h): wake the lws thread. */
 static void events_wake(void *opaque)
@@ -112,20 +131,235 @@ static void term_wake(void *opaque)
     lws_cancel_service(h->lws);
 }
 
-/* The session id of a terminal path, "/api/v1/sessions/ID/terminal", into id. */
-static bool term_path(const char *uri, char *id, size_t len)
+/* The session id of a path "/api/v1/sessions/ID<suf>", into id. */
+static bool sess_path(const char *uri, const char *suf, char *id, size_t len)
 {
-    static const char pre[] = "/api/v1/sessions/", suf[] = "/terminal";
-    size_t ul = uri ? strlen(uri) : 0;
-    if (ul <= sizeof(pre) - 1 + sizeof(suf) - 1 || strncmp(uri, pre, sizeof(pre) - 1) ||
-        strcmp(uri + ul - (sizeof(suf) - 1), suf))
+    static const char pre[] = "/api/v1/sessions/";
+    size_t ul = uri ? strlen(uri) : 0, sl = strlen(suf);
+    if (ul <= sizeof(pre) - 1 + sl || strncmp(uri, pre, sizeof(pre) - 1) ||
+        strcmp(uri + ul - sl, suf))
         return false;
-    size_t n = ul - (sizeof(pre) - 1) - (sizeof(suf) - 1);
+    size_t n = ul - (sizeof(pre) - 1) - sl;
     if (n >= len || memchr(uri + sizeof(pre) - 1, '/', n))
         return false;
     memcpy(id, uri + sizeof(pre) - 1, n);
     id[n] = '\0';
     return true;
+}
+
+static bool term_path(const char *uri, char *id, size_t len)
+{
+    return sess_path(uri, "/terminal", id, len);
+}
+
+/* ---- the exec stream (lws thread) ---- */
+
+/* End the stream with {"type":"error"} and close `code` once it is out; later input is ignored. */
+static void xs_fail(struct ws_pss *pss, int code, const char *why)
+{
+    if (pss->xclose)
+        return;
+    LOG_DEBUG("event=exec_stream_error id=%s code=%d", pss->sid, code);
+    snprintf(pss->xerr, sizeof(pss->xerr), "%s", why);
+    pss->xclose = code;
+    lws_callback_on_writable(pss->wsi);
+}
+
+/* The start message: check it and start the command. */
+static void xs_start_msg(struct httpd *h, struct ws_pss *pss, json_t *j)
+{
+    char err[512] = "";
+    struct api_xstart st;
+    if (api_sessions_xstart_parse(j, &st, err, sizeof(err)) < 0) {
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, err);
+        return;
+    }
+    struct sessions_exec x = {.argv = st.argv,
+                              .argc = st.argc,
+                              .env = (const char *const *)st.env,
+                              .n_env = st.n_env,
+                              .cwd = st.cwd};
+    struct sessions *m = api_sessions_attached();
+    int rc =
+        m ? sessions_xs_start(m, pss->sid, &x, term_wake, h, &pss->xs, err, sizeof(err)) : -ENOENT;
+    if (rc == -ENOENT)
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "no such session");
+    else if (rc == -EAGAIN)
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "session is not running");
+    else if (rc < 0)
+        xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, err);
+    else if (st.timeout_s)
+        lws_set_timer_usecs(pss->wsi, (lws_usec_t)st.timeout_s * LWS_US_PER_SEC);
+    api_sessions_xstart_fini(&st);
+}
+
+/* A complete text message on an exec stream. */
+static void xs_text(struct httpd *h, struct ws_pss *pss)
+{
+    json_error_t jerr;
+    json_t *j = json_loadb(pss->xtext, pss->xtext_len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    json_t *a, *b;
+    if (!json_is_object(j)) {
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message is not a JSON object");
+    } else if (!type) {
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "type must be a string");
+    } else if (!strcmp(type, "start")) {
+        if (pss->xs)
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "a second start");
+        else
+            xs_start_msg(h, pss, j);
+    } else if (!pss->xs) {
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "the first message must be start");
+    } else if (!strcmp(type, "eof")) {
+        pss->eof = true;
+        if (sessions_xs_eof(pss->xs) == -ENOMEM)
+            xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+    } else if (!strcmp(type, "signal")) {
+        a = json_object_get(j, "signal");
+        if (!json_is_integer(a) || json_integer_value(a) < 1 || json_integer_value(a) > 64)
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                    "signal must be an integer from 1 to 64");
+        else if (sessions_xs_signal(pss->xs, (int)json_integer_value(a)) == -ENOMEM)
+            xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+    } else if (!strcmp(type, "resize")) {
+        /* No PTY on the exec stream: a good resize changes nothing. */
+        a = json_object_get(j, "cols");
+        b = json_object_get(j, "rows");
+        if (!json_is_integer(a) || !json_is_integer(b) || json_integer_value(a) < 1 ||
+            json_integer_value(a) > 65535 || json_integer_value(b) < 1 ||
+            json_integer_value(b) > 65535)
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                    "cols and rows must be integers from 1 to 65535");
+    } else {
+        xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "unknown message type");
+    }
+    json_decref(j);
+}
+
+/* Bytes from the client on an exec stream (one fragment of a message). */
+static int xs_receive(struct httpd *h, struct ws_pss *pss, struct lws *wsi, const void *in,
+                      size_t len)
+{
+    if (pss->xclose)
+        return 0; /* failing: the error is on its way */
+    if (lws_frame_is_binary(wsi)) {
+        if (!pss->xs) {
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "binary message before start");
+            return 0;
+        }
+        if (pss->eof) {
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "stdin after eof");
+            return 0;
+        }
+        int rc = len ? sessions_xs_input(pss->xs, in, len) : 0;
+        if (rc == -ENOBUFS || rc == -ENOMEM)
+            xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "stdin queue full");
+        /* -EPIPE: the command is over; its exit is on its way, the bytes have nowhere to go. */
+        if (!pss->rx_paused && sessions_xs_input_queued(pss->xs) >= SESSIONS_XS_IN_HIGH) {
+            pss->rx_paused = true;
+            lws_rx_flow_control(wsi, 0);
+        }
+        return 0;
+    }
+    if (!pss->xtext_bad && len > XS_TEXT_MAX - pss->xtext_len) {
+        pss->xtext_bad = true;
+    } else if (!pss->xtext_bad && len) {
+        char *t = realloc(pss->xtext, pss->xtext_len + len);
+        if (!t) {
+            xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, "out of memory");
+            return 0;
+        }
+        pss->xtext = t;
+        memcpy(pss->xtext + pss->xtext_len, in, len);
+        pss->xtext_len += len;
+    }
+    if (lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi)) {
+        if (pss->xtext_bad)
+            xs_fail(pss, LWS_CLOSE_STATUS_POLICY_VIOLATION, "text message over 1 MiB");
+        else
+            xs_text(h, pss);
+        free(pss->xtext);
+        pss->xtext = NULL;
+        pss->xtext_len = 0;
+        pss->xtext_bad = false;
+    }
+    return 0;
+}
+
+/* Write one text message; -1 when the connection is to be dropped. */
+static int ws_text(struct lws *wsi, const char *t)
+{
+    size_t n = strlen(t);
+    unsigned char *b = malloc(LWS_PRE + n);
+    if (!b)
+        return -1;
+    memcpy(b + LWS_PRE, t, n);
+    int w = lws_write(wsi, b + LWS_PRE, n, LWS_WRITE_TEXT);
+    free(b);
+    return w < (int)n ? -1 : 0;
+}
+
+/* The exec stream can write: one message per call. */
+static int xs_writeable(struct ws_pss *pss, struct lws *wsi)
+{
+    if (pss->xclose_ready) {
+        lws_close_reason(wsi, (enum lws_close_status)pss->xclose, NULL, 0);
+        return -1;
+    }
+    char msg[400];
+    if (pss->xclose && pss->xerr[0]) {
+        json_t *j = json_pack("{s:s,s:s}", "type", "error", "error", pss->xerr);
+        char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        int rc = t ? ws_text(wsi, t) : -1;
+        free(t);
+        pss->xerr[0] = '\0';
+        pss->xclose_ready = true;
+        lws_callback_on_writable(wsi);
+        return rc;
+    }
+    if (!pss->xs || pss->xclose)
+        return 0;
+    static unsigned char buf[LWS_PRE + 1 + XS_FRAME_MAX];
+    struct sessions_xs_event ev;
+    sessions_xs_take(pss->xs, buf + LWS_PRE + 1, XS_FRAME_MAX, &ev);
+    switch (ev.kind) {
+    case SESSIONS_XS_NONE:
+        return 0;
+    case SESSIONS_XS_STDOUT:
+    case SESSIONS_XS_STDERR:
+        buf[LWS_PRE] = (unsigned char)ev.kind;
+        if (lws_write(wsi, buf + LWS_PRE, ev.len + 1, LWS_WRITE_BINARY) < (int)(ev.len + 1))
+            return -1;
+        break;
+    case SESSIONS_XS_STARTED:
+        snprintf(msg, sizeof(msg), "{\"type\":\"started\",\"pid\":%lld}", ev.pid);
+        if (ws_text(wsi, msg) < 0)
+            return -1;
+        break;
+    case SESSIONS_XS_EXIT: {
+        json_t *j =
+            json_pack("{s:s,s:i,s:b}", "type", "exit", "code", ev.code, "timed_out", ev.timed_out);
+        if (j && ev.error[0])
+            json_object_set_new(j, "error", json_string(ev.error));
+        char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        int rc = t ? ws_text(wsi, t) : -1;
+        free(t);
+        if (rc < 0)
+            return -1;
+        pss->xclose = LWS_CLOSE_STATUS_NORMAL;
+        pss->xclose_ready = true;
+        break;
+    }
+    case SESSIONS_XS_ERROR:
+        pss->xclose = 0;
+        xs_fail(pss, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION, ev.error);
+        return 0;
+    }
+    lws_callback_on_writable(wsi);
+    return 0;
 }
 
 /* A complete text message on a terminal: {"type":"resize","cols":C,"rows":R}. */
@@ -288,6 +522,16 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             for (struct ws_pss *t = h->terms; t; t = t->next)
                 if (sessions_term_pending(t->term))
                     lws_callback_on_writable(t->wsi);
+            for (struct ws_pss *x = h->xss; x; x = x->x_next) {
+                if (!x->xs)
+                    continue;
+                if (sessions_xs_pending(x->xs))
+                    lws_callback_on_writable(x->wsi);
+                if (x->rx_paused && sessions_xs_input_queued(x->xs) < SESSIONS_XS_IN_HIGH / 2) {
+                    x->rx_paused = false;
+                    lws_rx_flow_control(x->wsi, 1);
+                }
+            }
             uint64_t last = events_last_seq();
             for (struct ws_pss *e = h->evs; e; e = e->ev_next)
                 if (e->ev_seq < last)
@@ -331,6 +575,14 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
             }
             pss->next = h->terms;
             h->terms = pss;
+        } else if (sess_path(ws_hdr(wsi, WSI_TOKEN_GET_URI, uri, sizeof(uri)), "/exec", id,
+                             sizeof(id))) {
+            /* The session is looked up when the start message comes. */
+            pss->exec = true;
+            snprintf(pss->sid, sizeof(pss->sid), "%s", id);
+            pss->x_next = h->xss;
+            h->xss = pss;
+            return 0;
         } else {
             /* The events stream: messages published from now on. */
             pss->events = true;
@@ -341,7 +593,13 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         lws_callback_on_writable(wsi);
         return 0;
     }
+    case LWS_CALLBACK_TIMER:
+        if (pss && pss->exec && pss->xs)
+            sessions_xs_timeout(pss->xs);
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE: {
+        if (pss->exec)
+            return xs_writeable(pss, wsi);
         if (pss->term) {
             unsigned char buf[LWS_PRE + 16384];
             bool closed = false;
@@ -387,6 +645,8 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
         return 0;
     }
     case LWS_CALLBACK_RECEIVE:
+        if (pss->exec)
+            return xs_receive(h, pss, wsi, in, len);
         if (!pss->term)
             return 0; /* nothing is echoed on the events stream for now */
         if (lws_frame_is_binary(wsi)) {
@@ -417,6 +677,19 @@ static int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
                 }
             sessions_term_detach(pss->term);
             pss->term = NULL;
+        }
+        if (pss && pss->exec) {
+            for (struct ws_pss **pp = &h->xss; *pp; pp = &(*pp)->x_next)
+                if (*pp == pss) {
+                    *pp = pss->x_next;
+                    break;
+                }
+            /* The client is gone: its command is killed. */
+            sessions_xs_detach(pss->xs);
+            pss->xs = NULL;
+            free(pss->xtext);
+            pss->xtext = NULL;
+            pss->exec = false;
         }
         if (pss && pss->events) {
             for (struct ws_pss **pp = &h->evs; *pp; pp = &(*pp)->ev_next)

@@ -33,7 +33,25 @@
 #include <time.h>
 #include <unistd.h>
 
-enum work_kind { W_BOOT, W_STOP, W_EXEC, W_KILL, W_TFLUSH };
+enum work_kind {
+    W_BOOT,
+    W_STOP,
+    W_EXEC,
+    W_KILL,
+    W_TFLUSH,
+    W_XSTART,  /* start an exec stream */
+    W_XFEED,   /* hand a stream's queued stdin (and EOF) to the guest */
+    W_XSIG,    /* signal a stream's command */
+    W_XKILL,   /* SIGKILL it (timeout, or the client left) */
+    W_XRESUME, /* a stream's reader caught up: maybe unpause the control connection */
+};
+
+/* A stream's output queue and stdin queue at most (hard limits; the flow control keeps them far
+ * below). */
+#define XS_Q_MAX (64u << 20)
+#define XS_IN_MAX (8u << 20)
+/* Bytes of stdin handed to the runner at once. */
+#define XS_FEED_CHUNK (64u << 10)
 
 /* Bytes of terminal output replayed to a new viewer, and queued per viewer at most. */
 #define TERM_REPLAY (64u << 10)
@@ -52,6 +70,34 @@ struct sessions_viewer {
 };
 
 struct sess;
+
+/*
+ * One exec stream (all fields under the manager's mutex). Freed when both
+ * the client detached and the manager let go of it (ended: unlinked from
+ * its session).
+ */
+struct sessions_xstream {
+    struct sessions *m;
+    struct sess *s; /* NULL once ended */
+    char **argv;
+    size_t argc;
+    char **env;
+    size_t n_env;
+    char *cwd;
+    uint32_t id;
+    bool running;   /* the runner took it (id valid) */
+    bool ended;     /* exit or error queued; unlinked */
+    bool detached;  /* the client is gone */
+    bool paused;    /* counted in its session's xpaused */
+    bool timed_out; /* killed at the caller's time limit */
+    bool eof_req, eof_sent;
+    bool overflow; /* output could not be queued (memory): reported after the rest */
+    struct buf q;  /* events: [kind u8][len be32][payload] */
+    struct buf in; /* stdin not yet handed to the runner */
+    void (*wake)(void *opaque);
+    void *opaque;
+    struct sessions_xstream *next;
+};
 
 /* One exec in flight; freed by whoever sees it last (waiter, or loop when abandoned). */
 struct xrec {
@@ -75,6 +121,8 @@ struct work {
     enum work_kind kind;
     struct sess *sess;
     struct xrec *x;
+    struct sessions_xstream *xs;
+    int sig;
     struct work *next;
 };
 
@@ -108,6 +156,8 @@ struct sess {
     struct buf ring;     /* the last TERM_REPLAY bytes of output */
     unsigned cols, rows; /* last size asked for */
     struct sessions_viewer *viewers;
+    struct sessions_xstream *xstreams; /* exec streams of this session */
+    unsigned xpaused;                  /* streams whose reader is behind: runner paused */
     struct sess *next;
 };
 
@@ -310,7 +360,8 @@ static void unlink_sess(struct sessions *m, struct sess *s)
 }
 
 /* Queue a work item and wake the loop; lock held. */
-static int queue(struct sessions *m, enum work_kind k, struct sess *s, struct xrec *x)
+static int queue_full(struct sessions *m, enum work_kind k, struct sess *s, struct xrec *x,
+                      struct sessions_xstream *xs, int sig)
 {
     struct work *w = calloc(1, sizeof(*w));
     if (!w)
@@ -318,12 +369,19 @@ static int queue(struct sessions *m, enum work_kind k, struct sess *s, struct xr
     w->kind = k;
     w->sess = s;
     w->x = x;
+    w->xs = xs;
+    w->sig = sig;
     *m->qtail = w;
     m->qtail = &w->next;
     uint64_t one = 1;
     if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
         LOG_WARN("event=sessions_wake_failed err=%s", strerror(errno));
     return 0;
+}
+
+static int queue(struct sessions *m, enum work_kind k, struct sess *s, struct xrec *x)
+{
+    return queue_full(m, k, s, x, NULL, 0);
 }
 
 /* Forget queued work for s (about to be freed); lock held. */
@@ -380,6 +438,175 @@ static void exec_finish(struct xrec *x)
         pthread_cond_broadcast(&s->m->cv);
 }
 
+/* Forget queued work for stream xs (about to be freed); lock held. */
+static void drop_work_xs(struct sessions *m, struct sessions_xstream *xs)
+{
+    for (struct work **pp = &m->q; *pp;) {
+        struct work *w = *pp;
+        if (w->xs == xs) {
+            *pp = w->next;
+            free(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+    m->qtail = &m->q;
+    while (*m->qtail)
+        m->qtail = &(*m->qtail)->next;
+}
+
+/* Free a stream; queued work naming it must be gone (drop_work_xs, lock held) or never made. */
+static void xs_free(struct sessions_xstream *xs)
+{
+    strv_free(xs->argv, xs->argc);
+    strv_free(xs->env, xs->n_env);
+    free(xs->cwd);
+    buf_fini(&xs->q);
+    buf_fini(&xs->in);
+    free(xs);
+}
+
+/* Queue an event record for the stream's reader; lock held. */
+static int xs_push(struct sessions_xstream *xs, enum sessions_xs_kind kind, const void *p,
+                   size_t len)
+{
+    uint8_t h[5];
+    if (xs->detached)
+        return 0;
+    h[0] = (uint8_t)kind;
+    be32_store(h + 1, (uint32_t)len);
+    int rc = buf_reserve(&xs->q, sizeof(h) + len);
+    if (rc == 0) {
+        rc = buf_append(&xs->q, h, sizeof(h));
+        if (rc == 0 && len)
+            rc = buf_append(&xs->q, p, len);
+    }
+    if (rc)
+        xs->overflow = true;
+    if (xs->wake)
+        xs->wake(xs->opaque);
+    return rc;
+}
+
+/* Let go of a paused stream's share of the pause; lock held, loop thread. */
+static void xs_unpause(struct sessions_xstream *xs)
+{
+    struct sess *s = xs->s;
+    if (!xs->paused || !s)
+        return;
+    xs->paused = false;
+    if (s->xpaused && --s->xpaused == 0 && s->r)
+        vm_runner_pause(s->r, false);
+}
+
+/* The stream is over: its last event queued (unless the client left), unlinked; lock held. */
+static void xs_end(struct sessions_xstream *xs, enum sessions_xs_kind kind, int code,
+                   const char *error)
+{
+    struct sess *s = xs->s;
+    if (xs->ended)
+        return;
+    if (kind == SESSIONS_XS_EXIT) {
+        uint8_t p[5];
+        be32_store(p, (uint32_t)code);
+        p[4] = xs->timed_out;
+        size_t el = error ? strlen(error) : 0;
+        uint8_t rec[5 + 256];
+        memcpy(rec, p, 5);
+        if (el > 255)
+            el = 255;
+        if (el)
+            memcpy(rec + 5, error, el);
+        (void)xs_push(xs, kind, rec, 5 + el);
+    } else {
+        (void)xs_push(xs, SESSIONS_XS_ERROR, error, strlen(error));
+    }
+    xs_unpause(xs);
+    xs->ended = true;
+    xs->running = false;
+    if (s)
+        for (struct sessions_xstream **pp = &s->xstreams; *pp; pp = &(*pp)->next)
+            if (*pp == xs) {
+                *pp = xs->next;
+                break;
+            }
+    xs->next = NULL;
+    xs->s = NULL;
+    if (xs->detached) {
+        drop_work_xs(xs->m, xs);
+        xs_free(xs);
+    }
+}
+
+static struct sessions_xstream *xs_by_id(struct sess *s, uint32_t id)
+{
+    for (struct sessions_xstream *xs = s->xstreams; xs; xs = xs->next)
+        if (xs->running && xs->id == id)
+            return xs;
+    return NULL;
+}
+
+/* Hand queued stdin to the runner while the control connection has room; lock held. */
+static void xs_feed(struct sessions_xstream *xs)
+{
+    struct sess *s = xs->s;
+    if (!s || !s->r || !xs->running)
+        return;
+    size_t before = xs->in.len;
+    while (xs->in.len && vm_runner_pending(s->r) < CTL_CONN_HIGH_WATER) {
+        size_t n = xs->in.len < XS_FEED_CHUNK ? xs->in.len : XS_FEED_CHUNK;
+        if (vm_runner_send_stdin(s->r, xs->id, xs->in.data, n) < 0) {
+            LOG_WARN("event=xs_stdin_failed id=%s", s->id);
+            buf_consume(&xs->in, xs->in.len);
+            break;
+        }
+        buf_consume(&xs->in, n);
+    }
+    if (!xs->in.len && xs->eof_req && !xs->eof_sent) {
+        xs->eof_sent = true;
+        if (vm_runner_send_stdin(s->r, xs->id, NULL, 0) < 0)
+            LOG_WARN("event=xs_stdin_eof_failed id=%s", s->id);
+    }
+    if (xs->in.len < before && xs->wake)
+        xs->wake(xs->opaque);
+}
+
+static void xs_start(struct sessions_xstream *xs)
+{
+    struct sess *s = xs->s;
+    char why[300];
+    int rc = -ENOTCONN;
+    if (!s)
+        return;
+    if (xs->detached) {
+        xs_end(xs, SESSIONS_XS_ERROR, 0, "the client left");
+        return;
+    }
+    if (s->r && !s->stopping) {
+        const char **env = calloc(xs->n_env + 1 + 64, sizeof(*env));
+        size_t n = 0, ne = 0;
+        const char *const *base = cli_exec_env(&s->o, s->p, &n);
+        if (env) {
+            for (size_t i = 0; i < n && ne < 64; i++)
+                env[ne++] = base[i];
+            for (size_t i = 0; i < xs->n_env; i++)
+                env[ne++] = xs->env[i];
+            rc = vm_runner_exec(s->r, (const char *const *)xs->argv, xs->argc, env, ne, xs->cwd,
+                                true, &xs->id);
+        } else {
+            rc = -ENOMEM;
+        }
+        free(env);
+    }
+    if (rc) {
+        snprintf(why, sizeof(why), "cannot start the command: %s", strerror(-rc));
+        xs_end(xs, SESSIONS_XS_ERROR, 0, why);
+        return;
+    }
+    xs->running = true;
+    xs_feed(xs);
+}
+
 static struct xrec *exec_by_id(struct sess *s, uint32_t id)
 {
     for (struct xrec *x = s->execs; x; x = x->next)
@@ -401,6 +628,12 @@ static void sess_ended(struct sess *s, bool failed, const char *msg)
         x->res.exit_code = -1;
         exec_finish(x);
     }
+    while (s->xstreams) {
+        struct sessions_xstream *xs = s->xstreams;
+        xs->paused = false; /* the runner is gone */
+        xs_end(xs, SESSIONS_XS_ERROR, 0, "the session ended");
+    }
+    s->xpaused = 0;
     term_end(s);
     if (s->p) {
         cli_net_stop(s->p);
@@ -586,6 +819,16 @@ static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, s
 {
     struct sess *s = opaque;
     pthread_mutex_lock(&s->m->mu);
+    struct sessions_xstream *xs = len ? xs_by_id(s, id) : NULL;
+    if (xs && !xs->detached) {
+        (void)xs_push(xs, stream == 2 ? SESSIONS_XS_STDERR : SESSIONS_XS_STDOUT, p, len);
+        /* A reader that falls behind holds the control connection rather than memory. */
+        if (!xs->paused && xs->q.len > SESSIONS_XS_OUT_HIGH) {
+            xs->paused = true;
+            if (s->xpaused++ == 0 && s->r)
+                vm_runner_pause(s->r, true);
+        }
+    }
     struct xrec *x = exec_by_id(s, id);
     if (x && len) {
         if (stream == 2)
@@ -612,6 +855,8 @@ static void on_exit_cb(void *opaque, const struct ctl_exit *e)
         term_close(s);
         term_output(s, (const uint8_t *)bye, sizeof(bye) - 1);
         term_start(s);
+    } else if (xs_by_id(s, e->id)) {
+        xs_end(xs_by_id(s, e->id), SESSIONS_XS_EXIT, ctl_exit_status(e), e->error);
     } else {
         struct xrec *x = exec_by_id(s, e->id);
         if (x) {
@@ -628,13 +873,40 @@ static void on_guest_error(void *opaque, uint32_t id, const char *msg)
     struct sess *s = opaque;
     pthread_mutex_lock(&s->m->mu);
     struct xrec *x = exec_by_id(s, id);
+    struct sessions_xstream *xs = xs_by_id(s, id);
     if (x) {
         x->res.exit_code = -1;
         snprintf(x->res.error, sizeof(x->res.error), "%s", msg);
         exec_finish(x);
+    } else if (xs) {
+        xs_end(xs, SESSIONS_XS_ERROR, 0, msg);
     } else {
         LOG_WARN("event=guest_error id=%s msg=\"%s\"", s->id, msg);
     }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+static void on_started(void *opaque, uint32_t id, int64_t pid)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    struct sessions_xstream *xs = xs_by_id(s, id);
+    if (xs) {
+        uint8_t p[8];
+        be32_store(p, (uint32_t)((uint64_t)pid >> 32));
+        be32_store(p + 4, (uint32_t)pid);
+        (void)xs_push(xs, SESSIONS_XS_STARTED, p, sizeof(p));
+    }
+    pthread_mutex_unlock(&s->m->mu);
+}
+
+/* The control connection has room again: feed the streams' stdin. */
+static void on_drained(void *opaque)
+{
+    struct sess *s = opaque;
+    pthread_mutex_lock(&s->m->mu);
+    for (struct sessions_xstream *xs = s->xstreams; xs; xs = xs->next)
+        xs_feed(xs);
     pthread_mutex_unlock(&s->m->mu);
 }
 
@@ -664,6 +936,8 @@ static void on_done(void *opaque, int err, const char *msg, const char *log_path
 
 static const struct vm_runner_ops runner_ops = {
     .on_ready = on_ready,
+    .on_started = on_started,
+    .on_drained = on_drained,
     .on_output = on_output,
     .on_exit = on_exit_cb,
     .on_guest_error = on_guest_error,
@@ -724,6 +998,8 @@ static void on_wake(void *opaque, uint32_t events)
             m->qtail = &m->q;
         struct sess *s = w->sess;
         struct xrec *x = w->x;
+        struct sessions_xstream *xs = w->xs;
+        int sig = w->sig;
         enum work_kind kind = w->kind;
         free(w);
         switch (kind) {
@@ -768,6 +1044,26 @@ static void on_wake(void *opaque, uint32_t events)
         }
         case W_TFLUSH:
             term_flush(s);
+            break;
+        case W_XSTART:
+            xs_start(xs);
+            break;
+        case W_XFEED:
+            xs_feed(xs);
+            break;
+        case W_XSIG:
+        case W_XKILL:
+            if (kind == W_XKILL)
+                sig = SIGKILL;
+            if (xs->running && xs->s && xs->s->r && vm_runner_signal(xs->s->r, xs->id, sig) < 0)
+                LOG_WARN("event=xs_signal_failed id=%s", xs->s->id);
+            /* A client that left reads nothing more: let the session read on. */
+            if (xs->detached)
+                xs_unpause(xs);
+            break;
+        case W_XRESUME:
+            if (xs->paused && xs->q.len < SESSIONS_XS_OUT_LOW)
+                xs_unpause(xs);
             break;
         case W_KILL:
             /* x may be gone already (finished meanwhile): look it up. */
@@ -1386,5 +1682,217 @@ void sessions_cancel_execs(struct sessions *m)
             exec_finish(x);
         }
     pthread_cond_broadcast(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* ---- exec streams (any thread) ---- */
+
+int sessions_xs_start(struct sessions *m, const char *id, const struct sessions_exec *x,
+                      void (*wake)(void *opaque), void *opaque, struct sessions_xstream **out,
+                      char *err, size_t errlen)
+{
+    int rc = 0;
+    struct sessions_xstream *xs = calloc(1, sizeof(*xs));
+    if (!xs) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    xs->m = m;
+    xs->wake = wake;
+    xs->opaque = opaque;
+    buf_init(&xs->q, XS_Q_MAX);
+    buf_init(&xs->in, XS_IN_MAX);
+    if (strv_dup(x->argv, x->argc, &xs->argv)) {
+        xs_free(xs);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    xs->argc = x->argc;
+    if (strv_dup(x->env, x->n_env, &xs->env) || (x->cwd && !(xs->cwd = strdup(x->cwd)))) {
+        if (xs->env)
+            xs->n_env = x->n_env;
+        xs_free(xs);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    xs->n_env = x->n_env;
+    pthread_mutex_lock(&m->mu);
+    struct sess *s = find(m, id);
+    if (!s) {
+        rc = -ENOENT;
+        snprintf(err, errlen, "no such session");
+        goto out;
+    }
+    if (strcmp(s->status, "running") || s->stopping || !s->r) {
+        rc = -EAGAIN;
+        snprintf(err, errlen, "session '%s' is %s, not running", s->id,
+                 s->stopping ? "stopping" : s->status);
+        goto out;
+    }
+    xs->s = s;
+    rc = queue_full(m, W_XSTART, s, NULL, xs, 0);
+    if (rc) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    xs->next = s->xstreams;
+    s->xstreams = xs;
+    *out = xs;
+out:
+    if (rc) {
+        xs->s = NULL;
+        xs_free(xs);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+void sessions_xs_take(struct sessions_xstream *xs, void *buf, size_t max,
+                      struct sessions_xs_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    pthread_mutex_lock(&xs->m->mu);
+    struct buf *q = &xs->q;
+    if (q->len < 5) {
+        if (xs->overflow) {
+            ev->kind = SESSIONS_XS_ERROR;
+            snprintf(ev->error, sizeof(ev->error), "out of memory for the command's output");
+        }
+        goto out;
+    }
+    enum sessions_xs_kind kind = q->data[0];
+    size_t len = be32_load(q->data + 1);
+    const uint8_t *p = q->data + 5;
+    ev->kind = kind;
+    if (kind == SESSIONS_XS_STDOUT || kind == SESSIONS_XS_STDERR) {
+        size_t n = len < max ? len : max;
+        memcpy(buf, p, n);
+        ev->len = n;
+        if (n == len || n < 5) {
+            buf_consume(q, 5 + n);
+            if (n < len) { /* max under 5: keep what is left as a record of its own */
+                ev->len = 0;
+                ev->kind = SESSIONS_XS_NONE;
+            }
+        } else {
+            /* Part of the record: its header moves over the bytes just copied. */
+            buf_consume(q, n);
+            q->data[0] = (uint8_t)kind;
+            be32_store(q->data + 1, (uint32_t)(len - n));
+        }
+    } else {
+        if (kind == SESSIONS_XS_STARTED && len == 8)
+            ev->pid = (long long)(((uint64_t)be32_load(p) << 32) | be32_load(p + 4));
+        else if (kind == SESSIONS_XS_EXIT && len >= 5) {
+            ev->code = (int)be32_load(p);
+            ev->timed_out = p[4] != 0;
+            size_t el = len - 5 < sizeof(ev->error) - 1 ? len - 5 : sizeof(ev->error) - 1;
+            memcpy(ev->error, p + 5, el);
+            ev->error[el] = '\0';
+        } else if (kind == SESSIONS_XS_ERROR) {
+            size_t el = len < sizeof(ev->error) - 1 ? len : sizeof(ev->error) - 1;
+            memcpy(ev->error, p, el);
+            ev->error[el] = '\0';
+        }
+        buf_consume(q, 5 + len);
+    }
+    if (xs->paused && q->len < SESSIONS_XS_OUT_LOW && xs->s &&
+        queue_full(xs->m, W_XRESUME, xs->s, NULL, xs, 0) < 0)
+        LOG_WARN("event=xs_resume_queue_failed");
+out:
+    pthread_mutex_unlock(&xs->m->mu);
+}
+
+bool sessions_xs_pending(struct sessions_xstream *xs)
+{
+    pthread_mutex_lock(&xs->m->mu);
+    bool p = xs->q.len >= 5 || xs->overflow;
+    pthread_mutex_unlock(&xs->m->mu);
+    return p;
+}
+
+int sessions_xs_input(struct sessions_xstream *xs, const void *p, size_t len)
+{
+    int rc = 0;
+    if (!len)
+        return 0;
+    pthread_mutex_lock(&xs->m->mu);
+    if (xs->ended || xs->eof_req || !xs->s) {
+        rc = -EPIPE;
+        goto out;
+    }
+    rc = buf_append(&xs->in, p, len);
+    if (rc)
+        goto out;
+    rc = queue_full(xs->m, W_XFEED, xs->s, NULL, xs, 0);
+out:
+    pthread_mutex_unlock(&xs->m->mu);
+    return rc;
+}
+
+size_t sessions_xs_input_queued(struct sessions_xstream *xs)
+{
+    pthread_mutex_lock(&xs->m->mu);
+    size_t n = xs->in.len;
+    pthread_mutex_unlock(&xs->m->mu);
+    return n;
+}
+
+int sessions_xs_eof(struct sessions_xstream *xs)
+{
+    int rc = 0;
+    pthread_mutex_lock(&xs->m->mu);
+    if (xs->ended || !xs->s)
+        rc = -EPIPE;
+    else if (!xs->eof_req) {
+        xs->eof_req = true;
+        rc = queue_full(xs->m, W_XFEED, xs->s, NULL, xs, 0);
+    }
+    pthread_mutex_unlock(&xs->m->mu);
+    return rc;
+}
+
+int sessions_xs_signal(struct sessions_xstream *xs, int sig)
+{
+    if (sig < 1 || sig > 64)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&xs->m->mu);
+    if (xs->ended || !xs->s)
+        rc = -EPIPE;
+    else
+        rc = queue_full(xs->m, W_XSIG, xs->s, NULL, xs, sig);
+    pthread_mutex_unlock(&xs->m->mu);
+    return rc;
+}
+
+void sessions_xs_timeout(struct sessions_xstream *xs)
+{
+    pthread_mutex_lock(&xs->m->mu);
+    if (!xs->ended && xs->s) {
+        xs->timed_out = true;
+        if (queue_full(xs->m, W_XKILL, xs->s, NULL, xs, SIGKILL) < 0)
+            LOG_WARN("event=xs_kill_queue_failed");
+    }
+    pthread_mutex_unlock(&xs->m->mu);
+}
+
+void sessions_xs_detach(struct sessions_xstream *xs)
+{
+    if (!xs)
+        return;
+    struct sessions *m = xs->m;
+    pthread_mutex_lock(&m->mu);
+    xs->detached = true;
+    xs->wake = NULL;
+    buf_consume(&xs->q, xs->q.len);
+    buf_consume(&xs->in, xs->in.len);
+    if (xs->ended || !xs->s) {
+        drop_work_xs(m, xs);
+        xs_free(xs);
+    } else if (queue_full(m, W_XKILL, xs->s, NULL, xs, SIGKILL) < 0) {
+        /* Cannot reach the loop: the command lives until it ends; xs is freed then. */
+        LOG_WARN("event=xs_kill_queue_failed");
+    }
     pthread_mutex_unlock(&m->mu);
 }

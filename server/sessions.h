@@ -134,6 +134,74 @@ __attribute__((warn_unused_result)) int sessions_term_resize(struct sessions_vie
 /* Detach and free the viewer. NULL is fine. */
 void sessions_term_detach(struct sessions_viewer *v);
 
+/* ---- the exec stream: one command, its bytes streamed both ways ---- */
+struct sessions_xstream;
+
+/* Output queued for a stream's reader past which the session's control connection is paused,
+ * and the level under which it resumes. */
+#define SESSIONS_XS_OUT_HIGH (1u << 20)
+#define SESSIONS_XS_OUT_LOW (512u << 10)
+/* Stdin queued towards the guest past which the caller should stop reading its client. */
+#define SESSIONS_XS_IN_HIGH (1u << 20)
+
+/* What sessions_xs_take hands over, in the order the guest produced it. */
+enum sessions_xs_kind {
+    SESSIONS_XS_NONE = 0,
+    SESSIONS_XS_STDOUT = 1, /* bytes of stdout */
+    SESSIONS_XS_STDERR = 2, /* bytes of stderr */
+    SESSIONS_XS_STARTED,    /* the guest started it: pid */
+    SESSIONS_XS_EXIT,       /* it ended: code, timed_out (the last event) */
+    SESSIONS_XS_ERROR,      /* it could not start or its session ended: error (the last event) */
+};
+
+struct sessions_xs_event {
+    enum sessions_xs_kind kind;
+    size_t len; /* output bytes copied (STDOUT/STDERR) */
+    long long pid;
+    int code; /* 0-255 or 128+signal */
+    bool timed_out;
+    char error[256];
+};
+
+/*
+ * Start a command in session `id` with stdin, stdout and stderr streamed
+ * (x->stdin_data and x->timeout_s are ignored: stdin comes through
+ * sessions_xs_input, a timeout through sessions_xs_timeout). `wake(opaque)`
+ * is called on the loop thread with the manager's lock held (it must only
+ * signal) whenever sessions_xs_pending may have turned true or the stdin
+ * queue shrank. 0 with *out, -ENOENT unknown, -EAGAIN not running, -ENOMEM;
+ * err gets a reason.
+ */
+__attribute__((warn_unused_result)) int sessions_xs_start(struct sessions *s, const char *id,
+                                                          const struct sessions_exec *x,
+                                                          void (*wake)(void *opaque), void *opaque,
+                                                          struct sessions_xstream **out, char *err,
+                                                          size_t errlen);
+/*
+ * The next event into *ev (kind NONE when there is none yet); output bytes,
+ * at most max, go to buf. Below SESSIONS_XS_OUT_LOW queued bytes a paused
+ * session resumes.
+ */
+void sessions_xs_take(struct sessions_xstream *xs, void *buf, size_t max,
+                      struct sessions_xs_event *ev);
+/* Whether take has an event. */
+bool sessions_xs_pending(struct sessions_xstream *xs);
+/* Stdin bytes for the command (kept until the guest takes them). 0, -EPIPE when over,
+ * -ENOBUFS past 8 MiB queued, -ENOMEM. */
+__attribute__((warn_unused_result)) int sessions_xs_input(struct sessions_xstream *xs,
+                                                          const void *p, size_t len);
+/* Stdin bytes queued and not yet handed to the guest. */
+size_t sessions_xs_input_queued(struct sessions_xstream *xs);
+/* Close the command's stdin once the queued bytes are in. 0 or -EPIPE/-ENOMEM. */
+__attribute__((warn_unused_result)) int sessions_xs_eof(struct sessions_xstream *xs);
+/* Send signal `sig` (1-64, else -EINVAL) to the command. 0 or -EPIPE/-ENOMEM. */
+__attribute__((warn_unused_result)) int sessions_xs_signal(struct sessions_xstream *xs, int sig);
+/* The caller's time limit passed: kill the command (SIGKILL); its exit says timed_out. */
+void sessions_xs_timeout(struct sessions_xstream *xs);
+/* The client is gone: kill the command if it still runs (SIGKILL), drop its output, free the
+ * handle (the manager frees the rest once the command ended). NULL is fine. */
+void sessions_xs_detach(struct sessions_xstream *xs);
+
 /* ---- routes (api_sessions.c) ---- */
 struct api;
 struct api_req;
@@ -148,5 +216,24 @@ int api_sessions_list(struct api *api, const struct api_req *req, struct api_res
 int api_sessions_get(struct api *api, const struct api_req *req, struct api_resp *resp);
 int api_sessions_delete(struct api *api, const struct api_req *req, struct api_resp *resp);
 int api_sessions_exec(struct api *api, const struct api_req *req, struct api_resp *resp);
+
+/* The exec stream's start message, checked (argv, env, cwd as for POST exec). */
+struct api_xstart {
+    const char **argv; /* malloc'd array of strings borrowed from the message */
+    size_t argc;
+    char **env; /* malloc'd "K=V" strings */
+    size_t n_env;
+    const char *cwd;    /* borrowed from the message, or NULL */
+    unsigned timeout_s; /* 0 = none */
+};
+/*
+ * Check the exec stream's `start` object `j` (borrowed; must outlive *out).
+ * 0, or -EINVAL with a reason naming the field in err (unknown key, bad
+ * argv/env/cwd/timeout_s, tty not false).
+ */
+__attribute__((warn_unused_result)) int api_sessions_xstart_parse(json_t *j, struct api_xstart *out,
+                                                                  char *err, size_t errlen);
+/* Free what api_sessions_xstart_parse allocated. */
+void api_sessions_xstart_fini(struct api_xstart *x);
 
 #endif
