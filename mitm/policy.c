@@ -239,8 +239,24 @@ out:
     return 0;
 }
 
+/* The preset named `name`, or PRESET_NONE when it names none. */
+static enum policy_preset preset_by_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof(preset_names) / sizeof(preset_names[0]); i++)
+        if (!strcmp(name, preset_names[i]))
+            return (enum policy_preset)i;
+    return PRESET_NONE;
+}
+
 int policy_build(const json_t *corp, const char *corp_name, const json_t *user,
                  const char *user_name, struct policy **out, char *err, size_t errlen)
+{
+    return policy_build_preset(corp, corp_name, user, user_name, NULL, out, err, errlen);
+}
+
+int policy_build_preset(const json_t *corp, const char *corp_name, const json_t *user,
+                        const char *user_name, const char *preset, struct policy **out, char *err,
+                        size_t errlen)
 {
     struct pdoc c, u;
     pdoc_init(&c);
@@ -249,6 +265,12 @@ int policy_build(const json_t *corp, const char *corp_name, const json_t *user,
     int rc = 0;
     if (err && errlen)
         err[0] = '\0';
+    enum policy_preset ov = preset ? preset_by_name(preset) : PRESET_NONE;
+    if (preset && ov == PRESET_NONE) {
+        if (err && errlen)
+            snprintf(err, errlen, "preset: must be one of \"high\", \"medium\", \"open\"");
+        return -EINVAL;
+    }
     if (corp) {
         rc = pdoc_parse(corp, corp_name ? corp_name : "corp", true, &c, err, errlen);
         if (rc < 0)
@@ -259,6 +281,8 @@ int policy_build(const json_t *corp, const char *corp_name, const json_t *user,
         if (rc < 0)
             goto out;
     }
+    if (ov != PRESET_NONE)
+        u.preset = ov; /* in place of the user's own; the lock still applies in combine */
     rc = combine(&c, &u, &p);
     if (rc == -ENOMEM && err && errlen)
         snprintf(err, errlen, "policy: out of memory");
@@ -272,6 +296,12 @@ out:
 
 int policy_load(const char *corp_path, const char *user_path, struct policy **out, char *err,
                 size_t errlen)
+{
+    return policy_load_preset(corp_path, user_path, NULL, out, err, errlen);
+}
+
+int policy_load_preset(const char *corp_path, const char *user_path, const char *preset,
+                       struct policy **out, char *err, size_t errlen)
 {
     json_t *corp = NULL, *user = NULL;
     int rc = 0;
@@ -296,7 +326,7 @@ int policy_load(const char *corp_path, const char *user_path, struct policy **ou
         }
         user_path = "(built-in default)";
     }
-    rc = policy_build(corp, corp_path, user, user_path, out, err, errlen);
+    rc = policy_build_preset(corp, corp_path, user, user_path, preset, out, err, errlen);
 out:
     json_decref(corp);
     json_decref(user);

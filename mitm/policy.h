@@ -35,6 +35,21 @@ __attribute__((warn_unused_result)) int policy_build(const json_t *corp, const c
 /* Read and build from files; a missing file counts as absent (NULL). */
 __attribute__((warn_unused_result)) int policy_load(const char *corp_path, const char *user_path,
                                                     struct policy **out, char *err, size_t errlen);
+/*
+ * As policy_build / policy_load, with `preset` ("high", "medium" or "open")
+ * in place of the user document's network.preset (a session's own preset;
+ * corp rules, the corp preset and the user's rules are unchanged; a locked
+ * corp file ignores it like a user preset). NULL = as the documents say.
+ * Another name gives -EINVAL with "preset: ..." in err.
+ */
+__attribute__((warn_unused_result)) int
+policy_build_preset(const json_t *corp, const char *corp_name, const json_t *user,
+                    const char *user_name, const char *preset, struct policy **out, char *err,
+                    size_t errlen);
+__attribute__((warn_unused_result)) int policy_load_preset(const char *corp_path,
+                                                           const char *user_path,
+                                                           const char *preset, struct policy **out,
+                                                           char *err, size_t errlen);
 struct policy *policy_ref(struct policy *p);
 void policy_unref(struct policy *p); /* accepts NULL */
 

@@ -179,6 +179,21 @@ static bool uint_field(json_t *o, const char *name, unsigned lo, unsigned hi, un
     return true;
 }
 
+/*
+ * Whether the corp file ($CAPSEM_CORP_CONFIG, else /etc/capsem/corp.json;
+ * its path into path) sets network.locked. A missing or unreadable file locks
+ * nothing here (a bad one fails the boot with its own error).
+ */
+static bool corp_locked(char *path, size_t len)
+{
+    const char *c = getenv("CAPSEM_CORP_CONFIG");
+    snprintf(path, len, "%s", c && c[0] ? c : "/etc/capsem/corp.json");
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+    bool locked = json_is_true(json_object_get(json_object_get(j, "network"), "locked"));
+    json_decref(j);
+    return locked;
+}
+
 static const char *const agent_claude[] = {"claude"};
 static const char *const agent_gemini[] = {"gemini"};
 static const char *const agent_codex[] = {"codex"};
@@ -200,7 +215,8 @@ int api_sessions_create(struct api *api, const struct api_req *req, struct api_r
         rc = api_error(resp, 400, "body is not a JSON object");
         goto done;
     }
-    const char *known[] = {"name", "command", "mem", "cpus", "env", "rootfs", "agent", "no_net"};
+    const char *known[] = {"name",   "command", "mem",    "cpus",  "env",
+                           "rootfs", "agent",   "no_net", "policy"};
     const char *key;
     json_t *val;
     json_object_foreach(o, key, val)
@@ -269,6 +285,21 @@ int api_sessions_create(struct api *api, const struct api_req *req, struct api_r
         goto bad;
     }
     spec.no_net = json_is_true(v);
+    v = json_object_get(o, "policy");
+    if (v && !json_is_null(v)) {
+        const char *pv = json_string_value(v);
+        if (!pv || (strcmp(pv, "high") && strcmp(pv, "medium") && strcmp(pv, "open"))) {
+            snprintf(err, sizeof(err), "policy must be one of high, medium, open");
+            goto bad;
+        }
+        char corp[4096];
+        if (corp_locked(corp, sizeof(corp))) {
+            snprintf(err, sizeof(err), "policy: the network policy is locked by %.400s", corp);
+            rc = api_error(resp, 403, err);
+            goto done;
+        }
+        spec.policy = pv;
+    }
     int src = sessions_start(m, &spec, &out, err, sizeof(err));
     if (src == -EINVAL)
         goto bad;

@@ -35,6 +35,7 @@ struct netsvc {
     char user_path[PATH_MAX];
     char db_path[PATH_MAX];
     char http_ports[256];
+    char preset[16]; /* the session's preset, "" = as configured */
     struct mitm_ca *ca;
     struct mitm_certs *certs;
     struct policy_store *store;
@@ -165,13 +166,20 @@ int netsvc_start(struct loop *l, const struct netsvc_config *cfg, struct netsvc 
     ok &=
         fits(snprintf(n->db_path, sizeof(n->db_path), "%s/session.db", cfg->session_dir), PATH_MAX);
     ok &= fits(snprintf(ca_dir, sizeof(ca_dir), "%s/ca", cfg->home), PATH_MAX);
+    if (cfg->preset &&
+        !fits(snprintf(n->preset, sizeof(n->preset), "%s", cfg->preset), sizeof(n->preset))) {
+        snprintf(err, errlen, "preset: must be one of \"high\", \"medium\", \"open\"");
+        rc = -EINVAL;
+        goto out;
+    }
     if (!ok) {
         snprintf(err, errlen, "a path under %s is too long", cfg->home);
         rc = -ENAMETOOLONG;
         goto out;
     }
 
-    rc = policy_load(n->corp_path, n->user_path, &pol, err, errlen);
+    rc = policy_load_preset(n->corp_path, n->user_path, n->preset[0] ? n->preset : NULL, &pol, err,
+                            errlen);
     if (rc < 0)
         goto out;
     format_ports(n, pol);
@@ -299,9 +307,25 @@ void netsvc_accept(struct netsvc *n, unsigned port, int fd)
 int netsvc_reload(struct netsvc *n, char *err, size_t errlen)
 {
     struct policy *pol = NULL;
-    int rc = policy_load(n->corp_path, n->user_path, &pol, err, errlen);
+    int rc = policy_load_preset(n->corp_path, n->user_path, n->preset[0] ? n->preset : NULL, &pol,
+                                err, errlen);
     if (rc < 0)
         return rc;
+    policy_store_set(n->store, pol);
+    return 0;
+}
+
+int netsvc_set_preset(struct netsvc *n, const char *preset, char *err, size_t errlen)
+{
+    struct policy *pol = NULL;
+    if (preset && strlen(preset) >= sizeof(n->preset)) {
+        snprintf(err, errlen, "preset: must be one of \"high\", \"medium\", \"open\"");
+        return -EINVAL;
+    }
+    int rc = policy_load_preset(n->corp_path, n->user_path, preset, &pol, err, errlen);
+    if (rc < 0)
+        return rc;
+    snprintf(n->preset, sizeof(n->preset), "%s", preset ? preset : "");
     policy_store_set(n->store, pol);
     return 0;
 }

@@ -24,6 +24,9 @@ struct netsvc_config {
     const char *session_dir; /* holds session.db */
     const char *corp_path;   /* NULL = $CAPSEM_CORP_CONFIG or /etc/capsem/corp.json */
     const char *user_path;   /* NULL = <home>/config.json */
+    /* The session's preset ("high", "medium", "open") in place of the user config's; NULL = as
+     * configured. Kept across reloads. */
+    const char *preset;
 };
 
 /*
@@ -55,6 +58,13 @@ void netsvc_accept(struct netsvc *n, unsigned port, int fd);
  * request, or -errno with the reason in err and the previous policy kept.
  */
 int netsvc_reload(struct netsvc *n, char *err, size_t errlen);
+/*
+ * Use `preset` (as netsvc_config.preset; NULL = as configured) from now on,
+ * this reload and every later one. 0, or -errno with the reason in err and
+ * nothing changed (-EINVAL for an unknown preset or a bad config file).
+ */
+__attribute__((warn_unused_result)) int netsvc_set_preset(struct netsvc *n, const char *preset,
+                                                          char *err, size_t errlen);
 /* Wait until every event so far is in the database. 0 or -errno. */
 int netsvc_flush(struct netsvc *n);
 /* Close every connection, stop the services, flush and close the database. Accepts NULL. */

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "loop.h"
 #include "buf.h"
+#include "netsvc.h"
 #include "session_dir.h"
 #include "tframe.h"
 #include "vm_runner.h"
@@ -135,6 +136,7 @@ struct sess {
     struct timespec t0; /* when it became running */
     json_t *command;    /* array of strings, or NULL */
     char rootfs[4096];  /* as asked ("" default) */
+    char preset[16];    /* network policy preset asked for ("" = as configured) */
     unsigned mem_mib, cpus;
     char log[4096];
     char dir[4096];
@@ -200,6 +202,8 @@ static void persist(struct sess *s)
         json_object_set(j, "command", s->command);
     if (s->exit_code >= 0)
         json_object_set_new(j, "exit_code", json_integer(s->exit_code));
+    if (s->preset[0])
+        json_object_set_new(j, "policy", json_string(s->preset));
     snprintf(path, sizeof(path), "%s/session.json", s->dir);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     if (json_dump_file(j, tmp, JSON_COMPACT) == 0 && rename(tmp, path) == 0) {
@@ -274,6 +278,7 @@ static json_t *view(const struct sess *s)
     if (!j)
         return NULL;
     json_object_set_new(j, "command", s->command ? json_incref(s->command) : json_null());
+    json_object_set_new(j, "policy", s->preset[0] ? json_string(s->preset) : json_null());
     if (s->reason[0])
         json_object_set_new(j, "reason", json_string(s->reason));
     if (s->log[0])
@@ -967,6 +972,11 @@ static void do_boot(struct sessions *m, struct sess *s)
         sess_ended(s, true, "cannot start the network services (see the daemon's log)");
         return;
     }
+    /* The session's own preset, in force before the guest can send anything. */
+    if (s->preset[0] && s->p->net && netsvc_set_preset(s->p->net, s->preset, err, sizeof(err))) {
+        sess_ended(s, true, err);
+        return;
+    }
     if (vm_runner_create(m->loop, &runner_ops, s, &s->r)) {
         sess_ended(s, true, "out of memory");
         return;
@@ -1120,6 +1130,8 @@ static void load_one(struct sessions *m, const char *id)
             snprintf(s->log, sizeof(s->log), "%s", json_string_value(v));
         if (json_is_integer(v = json_object_get(j, "exit_code")))
             s->exit_code = (int)json_integer_value(v);
+        if (json_is_string(v = json_object_get(j, "policy")))
+            snprintf(s->preset, sizeof(s->preset), "%.15s", json_string_value(v));
         if (json_is_string(v = json_object_get(j, "status")) &&
             !strcmp(json_string_value(v), "failed")) {
             snprintf(s->status, sizeof(s->status), "failed");
@@ -1320,6 +1332,7 @@ int sessions_start(struct sessions *m, const struct sessions_spec *spec, json_t 
     s->cpus = spec->cpus ? spec->cpus : CLI_RUN_DEFAULT_CPUS;
     snprintf(s->status, sizeof(s->status), "booting");
     snprintf(s->rootfs, sizeof(s->rootfs), "%s", spec->rootfs ? spec->rootfs : "");
+    snprintf(s->preset, sizeof(s->preset), "%.15s", spec->policy ? spec->policy : "");
     memset(&s->o, 0, sizeof(s->o));
     s->o.mem_mib = s->mem_mib;
     s->o.cpus = s->cpus;

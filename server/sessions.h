@@ -35,6 +35,9 @@ struct sessions_spec {
     size_t n_env;
     const char *rootfs; /* NULL = default image, "none" = the initramfs alone, or a path */
     bool no_net;
+    /* Network policy preset ("high", "medium", "open") in place of the user config's; NULL = as
+     * configured. */
+    const char *policy;
 };
 
 /* One exec request (strings borrowed for the call). */

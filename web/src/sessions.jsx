@@ -12,7 +12,8 @@ const AGENTS = [
     ['codex', 'codex'],
     ['gemini', 'gemini'],
 ];
-const PRESETS = ['default', 'strict', 'open'];
+// Network policy presets (docs/policy.md); 'default' sends none: the config's own.
+const PRESETS = ['default', 'high', 'medium', 'open'];
 
 function parseEnv(text) {
     const env = {};
