@@ -7,22 +7,30 @@
 #include "cli_client.h"
 
 #include "auth.h"
+#include "buf.h"
 #include "cli_run.h"
+#include "log.h"
+#include "session_dir.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -81,60 +89,97 @@ static bool send_all(int fd, const char *p, size_t len)
     return true;
 }
 
-int cli_http(const char *home, const char *method, const char *path, const char *body,
-             struct cli_http_resp *resp, char *err, size_t errlen)
+/* Where the daemon listens, from $CAPSEM_HOME/serve.json. */
+struct daemon_addr {
+    char sj[4200]; /* the serve.json path, for messages */
+    char host[80]; /* Host header value: 127.0.0.1:7878 or [::1]:7878 */
+    char addr[64];
+    int port;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+};
+
+/* Read serve.json into *d. 0, or -ENOENT/-EINVAL with a reason in err. */
+static int daemon_find(const char *home, struct daemon_addr *d, char *err, size_t errlen)
 {
-    char sj[4200], tok[AUTH_SECRET_HEX + 1], head[1024];
-    int fd = -1, rc = 0;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    json_t *cfg = NULL;
-    memset(resp, 0, sizeof(*resp));
-    snprintf(sj, sizeof(sj), "%s/serve.json", home);
-    cfg = json_load_file(sj, 0, NULL);
+    int rc = 0;
+    memset(d, 0, sizeof(*d));
+    snprintf(d->sj, sizeof(d->sj), "%s/serve.json", home);
+    json_t *cfg = json_load_file(d->sj, 0, NULL);
     const char *addr = json_string_value(json_object_get(cfg, "addr"));
     json_int_t port = json_integer_value(json_object_get(cfg, "port"));
     if (!addr || port <= 0 || port > 65535) {
-        snprintf(err, errlen, "no daemon: %s is missing or bad (start `capsem serve`)", sj);
+        snprintf(err, errlen, "no daemon: %s is missing or bad (start `capsem serve`)", d->sj);
         rc = -ENOENT;
         goto out;
     }
-    rc = read_token(home, tok, err, errlen);
-    if (rc)
-        goto out;
-    struct sockaddr_storage ss = {0};
-    socklen_t sl;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&d->ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&d->ss;
     bool v6 = strchr(addr, ':') != NULL;
     if (!v6 && inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
         a4->sin_family = AF_INET;
         a4->sin_port = htons((uint16_t)port);
-        sl = sizeof(*a4);
+        d->sl = sizeof(*a4);
     } else if (v6 && inet_pton(AF_INET6, addr, &a6->sin6_addr) == 1) {
         a6->sin6_family = AF_INET6;
         a6->sin6_port = htons((uint16_t)port);
-        sl = sizeof(*a6);
+        d->sl = sizeof(*a6);
     } else {
-        snprintf(err, errlen, "%s: bad address '%.64s'", sj, addr);
+        snprintf(err, errlen, "%s: bad address '%.64s'", d->sj, addr);
         rc = -EINVAL;
         goto out;
     }
-    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&ss, sl) < 0) {
-        rc = -errno;
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+    d->port = (int)port;
+    snprintf(d->host, sizeof(d->host), "%s%s%s:%d", v6 ? "[" : "", addr, v6 ? "]" : "", (int)port);
+out:
+    json_decref(cfg);
+    return rc;
+}
+
+/* A blocking TCP connection to the daemon. 0 with *fd, or -errno with a reason in err. */
+static int daemon_connect(const struct daemon_addr *d, int *fd, char *err, size_t errlen)
+{
+    int s = socket(d->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || connect(s, (const struct sockaddr *)&d->ss, d->sl) < 0) {
+        int e = errno;
+        if (s >= 0)
+            close(s);
         snprintf(err, errlen,
-                 "cannot reach the daemon at %s port %d: %s (is `capsem serve` "
-                 "running?)",
-                 addr, (int)port, strerror(-rc));
+                 "cannot reach the daemon at %s port %d: %s (is `capsem serve` running?)", d->addr,
+                 d->port, strerror(e));
+        return -e;
+    }
+    *fd = s;
+    return 0;
+}
+
+int cli_http(const char *home, const char *method, const char *path, const char *body,
+             struct cli_http_resp *resp, char *err, size_t errlen)
+{
+    char tok[AUTH_SECRET_HEX + 1], head[1024];
+    int fd = -1, rc = 0;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    struct daemon_addr d;
+    memset(resp, 0, sizeof(*resp));
+    rc = daemon_find(home, &d, err, errlen);
+    if (rc)
+        goto out;
+    rc = read_token(home, tok, err, errlen);
+    if (rc)
+        goto out;
+    rc = daemon_connect(&d, &fd, err, errlen);
+    if (rc) {
+        memset(tok, 0, sizeof(tok));
         goto out;
     }
     size_t blen = body ? strlen(body) : 0;
     int hl = snprintf(head, sizeof(head),
-                      "%s %s HTTP/1.1\r\nHost: %s%s%s:%d\r\nAuthorization: Bearer %s\r\n"
+                      "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
                       "Content-Type: application/json\r\nContent-Length: %zu\r\n"
                       "Connection: close\r\n\r\n",
-                      method, path, v6 ? "[" : "", addr, v6 ? "]" : "", (int)port, tok, blen);
+                      method, path, d.host, tok, blen);
     memset(tok, 0, sizeof(tok));
     if (hl < 0 || (size_t)hl >= sizeof(head) || !send_all(fd, head, (size_t)hl) ||
         (blen && !send_all(fd, body, blen))) {
@@ -199,7 +244,6 @@ out:
     free(buf);
     if (fd >= 0)
         close(fd);
-    json_decref(cfg);
     return rc;
 }
 
@@ -411,10 +455,537 @@ out:
     return code;
 }
 
+/* ---- WebSocket client (RFC 6455): shared by `capsem attach` and the exec stream ---- */
+
+/* Largest frame accepted from the daemon (its messages are at most 1 MiB). */
+#define WS_FRAME_MAX ((1u << 20) + 16)
+/* Input buffer: a partial frame of WS_FRAME_MAX plus one read. */
+#define WS_IN_CAP (WS_FRAME_MAX + 14 + 65536)
+
+enum { WS_CONT = 0, WS_TEXT = 1, WS_BIN = 2, WS_CLOSE = 8, WS_PING = 9, WS_PONG = 10 };
+
+/* Append one masked client frame to out. 0, or -errno (-E2BIG past out's cap). */
+static int ws_frame_put(struct buf *out, int opcode, const void *p, size_t n)
+{
+    uint8_t hdr[14], mask[4];
+    size_t hl = 0;
+    hdr[hl++] = (uint8_t)(0x80 | opcode);
+    if (n < 126) {
+        hdr[hl++] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        hdr[hl++] = 0x80 | 126;
+        hdr[hl++] = (uint8_t)(n >> 8);
+        hdr[hl++] = (uint8_t)n;
+    } else {
+        hdr[hl++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            hdr[hl++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    if (RAND_bytes(mask, sizeof(mask)) != 1)
+        return -EIO;
+    memcpy(hdr + hl, mask, 4);
+    hl += 4;
+    int rc = buf_reserve(out, hl + n);
+    if (rc)
+        return rc;
+    uint8_t *d = out->data + out->len;
+    memcpy(d, hdr, hl);
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++)
+        d[hl + i] = s[i] ^ mask[i % 4];
+    out->len += hl + n;
+    return 0;
+}
+
+/* Send one frame on a blocking socket; false on error. */
+static bool ws_send(int fd, int opcode, const void *p, size_t n)
+{
+    struct buf b;
+    buf_init(&b, 0);
+    bool ok = ws_frame_put(&b, opcode, p, n) == 0 && send_all(fd, (const char *)b.data, b.len);
+    buf_fini(&b);
+    return ok;
+}
+
+/* One frame from the daemon. */
+struct ws_frame {
+    int op;
+    bool fin;
+    const uint8_t *p;
+    size_t n;
+    size_t size; /* header and payload: what to consume */
+};
+
+/*
+ * The frame at the start of in[0..len): 1 with *f, 0 when more bytes are
+ * needed, -EPROTO for what a server must not send (masked or reserved bits,
+ * a frame over WS_FRAME_MAX).
+ */
+static int ws_frame_next(const uint8_t *in, size_t len, struct ws_frame *f)
+{
+    if (len < 2)
+        return 0;
+    if ((in[0] & 0x70) || (in[1] & 0x80))
+        return -EPROTO;
+    uint64_t n = in[1] & 0x7f;
+    size_t off = 2;
+    if (n == 126) {
+        if (len < 4)
+            return 0;
+        n = ((uint64_t)in[2] << 8) | in[3];
+        off = 4;
+    } else if (n == 127) {
+        if (len < 10)
+            return 0;
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = (n << 8) | in[2 + i];
+        off = 10;
+    }
+    if (n > WS_FRAME_MAX)
+        return -EPROTO;
+    if (len - off < n)
+        return 0;
+    f->op = in[0] & 0x0f;
+    f->fin = (in[0] & 0x80) != 0;
+    f->p = in + off;
+    f->n = (size_t)n;
+    f->size = off + (size_t)n;
+    return 1;
+}
+
+/*
+ * Open the daemon's WebSocket `path` (a route under /api/v1). 0 with *fd, a
+ * blocking socket past the handshake; else -errno with the reason in err
+ * (for a refused upgrade the daemon's JSON error and its status, also in
+ * *status; 0 when nothing was answered).
+ */
+static int ws_open(const char *home, const char *path, int *fd_out, int *status, char *err,
+                   size_t errlen)
+{
+    char tok[AUTH_SECRET_HEX + 1], head[1024], rh[4096], key64[32];
+    uint8_t key[16];
+    struct daemon_addr d;
+    int fd = -1, rc;
+    *status = 0;
+    rc = daemon_find(home, &d, err, errlen);
+    if (rc)
+        return rc;
+    rc = read_token(home, tok, err, errlen);
+    if (rc)
+        return rc;
+    rc = daemon_connect(&d, &fd, err, errlen);
+    if (rc) {
+        memset(tok, 0, sizeof(tok));
+        return rc;
+    }
+    if (RAND_bytes(key, sizeof(key)) != 1) {
+        memset(tok, 0, sizeof(tok));
+        snprintf(err, errlen, "no random bytes for the WebSocket key");
+        rc = -EIO;
+        goto out;
+    }
+    EVP_EncodeBlock((unsigned char *)key64, key, sizeof(key));
+    int hl = snprintf(head, sizeof(head),
+                      "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                      "Authorization: Bearer %s\r\n\r\n",
+                      path, d.host, key64, tok);
+    memset(tok, 0, sizeof(tok));
+    bool sent = hl > 0 && (size_t)hl < sizeof(head) && send_all(fd, head, (size_t)hl);
+    memset(head, 0, sizeof(head));
+    if (!sent) {
+        snprintf(err, errlen, "cannot send the upgrade request to the daemon");
+        rc = -EIO;
+        goto out;
+    }
+    /* The answer head, byte by byte so no frame bytes are taken with it. */
+    size_t rl = 0;
+    while (rl + 1 < sizeof(rh) && (rl < 4 || memcmp(rh + rl - 4, "\r\n\r\n", 4))) {
+        ssize_t n = recv(fd, rh + rl, 1, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        rl++;
+    }
+    rh[rl] = '\0';
+    if (!strncmp(rh, "HTTP/1.1 101", 12) && rl >= 4 && !memcmp(rh + rl - 4, "\r\n\r\n", 4)) {
+        *fd_out = fd;
+        return 0;
+    }
+    /* Refused: the status and the JSON body {"error": ...} (the daemon closes after it). */
+    long st = !strncmp(rh, "HTTP/1.", 7) && rl > 9 ? strtol(rh + 9, NULL, 10) : 0;
+    *status = st >= 100 && st <= 599 ? (int)st : 0;
+    char body[1024];
+    size_t bl = 0;
+    while (rl > 0 && bl + 1 < sizeof(body)) {
+        ssize_t n = recv(fd, body + bl, sizeof(body) - 1 - bl, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        bl += (size_t)n;
+    }
+    body[bl] = '\0';
+    json_t *j = json_loadb(body, bl, 0, NULL);
+    const char *e = json_string_value(json_object_get(j, "error"));
+    if (*status)
+        snprintf(err, errlen, "%s (HTTP %d)", e ? e : "the daemon refused the WebSocket", *status);
+    else
+        snprintf(err, errlen, "the daemon closed the connection during the WebSocket handshake");
+    json_decref(j);
+    rc = -ECONNREFUSED;
+out:
+    close(fd);
+    return rc;
+}
+
+/* ---- the exec stream: GET /api/v1/sessions/{id}/exec (docs/api.md "Exec stream") ---- */
+
+/* Stdin is read while less than this waits to be sent. */
+#define XS_OUT_LOW (256u << 10)
+#define XS_STDIN_CHUNK (32u << 10)
+
+struct xstream {
+    const char *prog; /* message prefix: "capsem" or "capsem exec" */
+    int fd;
+    struct buf in, out;
+    struct buf text;  /* a text message being put together from fragments */
+    int msg_op;       /* opcode of the message in progress (for continuations) */
+    int msg_stream;   /* 1 or 2: where a binary message's bytes go */
+    bool started;     /* the daemon said "started" */
+    bool interrupted; /* a SIGINT was forwarded */
+    bool termed;      /* a SIGTERM was forwarded */
+    bool stdin_open;
+    bool stdout_broken;
+    bool done;
+    bool unknown_is_1; /* "no such session" exits 1 (capsem exec, like a 404) */
+    int code;
+};
+
+static int xs_queue_text(struct xstream *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int xs_queue_text(struct xstream *x, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(msg))
+        return -EINVAL;
+    return ws_frame_put(&x->out, WS_TEXT, msg, (size_t)n);
+}
+
+/* Write all of p to fd, waiting for room when fd is non-blocking; false when it is gone. */
+static bool write_fd_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            if (poll(&pf, 1, -1) < 0 && errno != EINTR)
+                return false;
+            continue;
+        }
+        return false;
+    }
+    return true;
+}
+
+static void xs_output(struct xstream *x, int stream, const uint8_t *p, size_t n)
+{
+    if (!n)
+        return;
+    if (stream == 2) {
+        write_fd_all(STDERR_FILENO, p, n);
+        return;
+    }
+    if (stream != 1 || x->stdout_broken)
+        return;
+    if (!write_fd_all(STDOUT_FILENO, p, n)) {
+        /* Like a local pipeline: a closed stdout ends the writer with SIGPIPE. */
+        x->stdout_broken = true;
+        if (xs_queue_text(x, "{\"type\":\"signal\",\"signal\":%d}", SIGPIPE))
+            LOG_WARN("event=sigpipe_forward_failed");
+    }
+}
+
+static void xs_text(struct xstream *x, const uint8_t *p, size_t n)
+{
+    json_t *j = json_loadb((const char *)p, n, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (!type) {
+        LOG_WARN("event=exec_stream_bad_message len=%zu", n);
+    } else if (!strcmp(type, "started")) {
+        x->started = true;
+    } else if (!strcmp(type, "exit")) {
+        json_int_t c = json_integer_value(json_object_get(j, "code"));
+        if (json_is_true(json_object_get(j, "timed_out"))) {
+            fprintf(stderr, "%s: timed out\n", x->prog);
+            x->code = CAPSEM_EXIT_TIMEOUT;
+        } else {
+            x->code = c >= 0 && c <= 255 ? (int)c : CAPSEM_EXIT_FAILED;
+        }
+        x->done = true;
+    } else if (!strcmp(type, "error")) {
+        const char *e = json_string_value(json_object_get(j, "error"));
+        char esc[600];
+        log_escape(esc, sizeof(esc), e ? e : "", e ? strlen(e) : 0);
+        fprintf(stderr, "%s: %s\n", x->prog, e ? esc : "the daemon ended the command");
+        /* docs/api.md names this reason for an unknown session. */
+        x->code = x->unknown_is_1 && e && !strcmp(e, "no such session") ? 1 : CAPSEM_EXIT_FAILED;
+        x->done = true;
+    }
+    json_decref(j);
+}
+
+/* Handle one frame; false when the stream is over or broken. */
+static bool xs_frame(struct xstream *x, const struct ws_frame *f)
+{
+    switch (f->op) {
+    case WS_BIN:
+        if (!f->n)
+            return true;
+        x->msg_op = WS_BIN;
+        x->msg_stream = f->p[0];
+        xs_output(x, x->msg_stream, f->p + 1, f->n - 1);
+        return true;
+    case WS_TEXT:
+        x->msg_op = WS_TEXT;
+        x->text.len = 0;
+        __attribute__((fallthrough));
+    case WS_CONT:
+        if (x->msg_op == WS_BIN) {
+            xs_output(x, x->msg_stream, f->p, f->n);
+            return true;
+        }
+        if (x->msg_op != WS_TEXT || buf_append(&x->text, f->p, f->n)) {
+            fprintf(stderr, "%s: bad message from the daemon\n", x->prog);
+            return false;
+        }
+        if (f->fin) {
+            x->msg_op = WS_CONT;
+            xs_text(x, x->text.data, x->text.len);
+        }
+        return !x->done;
+    case WS_PING:
+        return ws_frame_put(&x->out, WS_PONG, f->p, f->n) == 0;
+    case WS_CLOSE:
+        if (!x->done) {
+            unsigned cc = f->n >= 2 ? ((unsigned)f->p[0] << 8) | f->p[1] : 1005;
+            fprintf(stderr, "%s: the daemon closed the command's stream (%u) before its exit\n",
+                    x->prog, cc);
+            x->code = CAPSEM_EXIT_FAILED;
+            x->done = true;
+        }
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* Send what is queued without blocking; false when the connection is gone. */
+static bool xs_flush(struct xstream *x)
+{
+    while (x->out.len) {
+        ssize_t n = send(x->fd, x->out.data, x->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            buf_consume(&x->out, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+    return true;
+}
+
+static void xs_stdin(struct xstream *x)
+{
+    static uint8_t chunk[XS_STDIN_CHUNK];
+    ssize_t n = read(STDIN_FILENO, chunk, sizeof(chunk));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n > 0 && ws_frame_put(&x->out, WS_BIN, chunk, (size_t)n) == 0)
+        return;
+    x->stdin_open = false;
+    if (xs_queue_text(x, "{\"type\":\"eof\"}"))
+        LOG_WARN("event=stdin_eof_not_sent");
+}
+
+/* A signal while the command runs; false when capsem leaves now. */
+static bool xs_signal(struct xstream *x, int sig)
+{
+    bool *sent = sig == SIGINT ? &x->interrupted : sig == SIGTERM ? &x->termed : NULL;
+    /* The first Ctrl-C (or SIGTERM) goes to the command, as ssh does; a second leaves. */
+    if (sent && !*sent && x->started) {
+        *sent = true;
+        if (xs_queue_text(x, "{\"type\":\"signal\",\"signal\":%d}", sig) == 0)
+            return true;
+    }
+    x->code = 128 + sig;
+    return false;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int cli_exec_stream(const char *home, const char *id, const struct cli_exec_stream_req *rq)
+{
+    struct xstream x = {.prog = rq->prog ? rq->prog : "capsem",
+                        .fd = -1,
+                        .stdin_open = true,
+                        .unknown_is_1 = rq->unknown_session_1};
+    char path[160], err[1200];
+    char *start = NULL;
+    int status = 0;
+    json_t *msg = NULL, *av = NULL, *env = NULL;
+    buf_init(&x.in, WS_IN_CAP);
+    buf_init(&x.out, 0);
+    buf_init(&x.text, WS_FRAME_MAX);
+    x.code = CAPSEM_EXIT_FAILED;
+    msg = json_object();
+    av = json_array();
+    env = json_object();
+    if (!msg || !av || !env)
+        goto out;
+    for (size_t i = 0; i < rq->argc; i++)
+        json_array_append_new(av, json_string(rq->argv[i]));
+    for (size_t i = 0; i < rq->n_env; i++) {
+        const char *eq = strchr(rq->env[i], '=');
+        char k[256];
+        if (!eq || (size_t)(eq - rq->env[i]) >= sizeof(k))
+            continue;
+        memcpy(k, rq->env[i], (size_t)(eq - rq->env[i]));
+        k[eq - rq->env[i]] = '\0';
+        json_object_set_new(env, k, json_string(eq + 1));
+    }
+    json_object_set_new(msg, "type", json_string("start"));
+    json_object_set(msg, "argv", av);
+    if (json_object_size(env))
+        json_object_set(msg, "env", env);
+    if (rq->cwd)
+        json_object_set_new(msg, "cwd", json_string(rq->cwd));
+    json_object_set_new(msg, "timeout_s", json_integer(rq->timeout_s));
+    json_object_set_new(msg, "tty", json_false());
+    start = json_dumps(msg, JSON_COMPACT);
+    if (!start)
+        goto out;
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s/exec", id);
+    if (ws_open(home, path, &x.fd, &status, err, sizeof(err))) {
+        fprintf(stderr, "%s: %s\n", x.prog, err);
+        x.code = status == 404 ? 1 : CAPSEM_EXIT_FAILED;
+        goto out;
+    }
+    if (ws_frame_put(&x.out, WS_TEXT, start, strlen(start)))
+        goto out;
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) < 0) /* stdin closed: the command sees an empty input */
+        xs_stdin(&x);
+    while (!x.done) {
+        int timeout = -1;
+        if (rq->deadline_ms) {
+            int64_t left = rq->deadline_ms - mono_ms();
+            if (left <= 0) {
+                fprintf(stderr, "capsem: timed out after %u s\n", rq->timeout_total_s);
+                x.code = CAPSEM_EXIT_TIMEOUT;
+                break;
+            }
+            timeout = left > INT_MAX ? INT_MAX : (int)left;
+        }
+        if (!xs_flush(&x)) {
+            fprintf(stderr, "%s: lost the connection to the daemon\n", x.prog);
+            break;
+        }
+        bool want_in = x.stdin_open && x.out.len < XS_OUT_LOW;
+        struct pollfd p[3] = {
+            {.fd = x.fd, .events = (short)(POLLIN | (x.out.len ? POLLOUT : 0))},
+            {.fd = want_in ? STDIN_FILENO : -1, .events = POLLIN},
+            {.fd = rq->sig_fd, .events = POLLIN},
+        };
+        if (poll(p, 3, timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[2].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(rq->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+                !xs_signal(&x, (int)si.ssi_signo))
+                break;
+        }
+        if (p[1].revents & (POLLIN | POLLHUP | POLLERR))
+            xs_stdin(&x);
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (buf_reserve(&x.in, 65536)) {
+                fprintf(stderr, "%s: bad frame from the daemon\n", x.prog);
+                break;
+            }
+            ssize_t n = recv(x.fd, x.in.data + x.in.len, 65536, MSG_DONTWAIT);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN))
+                continue;
+            if (n <= 0) {
+                fprintf(stderr, "%s: the daemon closed the connection before the command's exit\n",
+                        x.prog);
+                break;
+            }
+            x.in.len += (size_t)n;
+            size_t used = 0;
+            struct ws_frame f;
+            int r;
+            bool go = true;
+            while (go && (r = ws_frame_next(x.in.data + used, x.in.len - used, &f)) > 0) {
+                used += f.size;
+                go = xs_frame(&x, &f);
+            }
+            buf_consume(&x.in, used);
+            if (go && r < 0) {
+                fprintf(stderr, "%s: bad frame from the daemon\n", x.prog);
+                break;
+            }
+            if (!go)
+                break;
+        }
+    }
+    /* A normal close; leaving without an exit kills the command (docs/api.md). */
+    x.out.len = 0;
+    if (x.fd >= 0 && ws_frame_put(&x.out, WS_CLOSE, "\x03\xe8", 2) == 0)
+        send(x.fd, x.out.data, x.out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+out:
+    if (x.fd >= 0)
+        close(x.fd);
+    free(start);
+    json_decref(msg);
+    json_decref(av);
+    json_decref(env);
+    buf_fini(&x.in);
+    buf_fini(&x.out);
+    buf_fini(&x.text);
+    return x.code;
+}
+
 static const char exec_usage[] =
     "usage: capsem exec [--json] [--timeout S] [-e K=V]... [--cwd DIR] [--stdin] ID -- CMD "
     "[ARG...]\n"
-    "  --stdin   send this process's stdin to the command (read to the end first)\n";
+    "Run CMD in running session ID: its output as it comes, this process's stdin sent to\n"
+    "it, capsem's exit status is its status. The first Ctrl-C goes to the command.\n"
+    "  --timeout S  kill the command after S seconds (1-3600; exit 124)\n"
+    "  --json       wait for the end and print the daemon's JSON answer (default limit\n"
+    "               60 s; stdin only with --stdin, read to the end first, up to 768 KiB)\n";
 
 /* Write decoded output field `f` of j to fd. */
 static void emit(json_t *j, const char *f, bool b64, FILE *to)
@@ -505,6 +1076,60 @@ int cli_exec_main(int argc, char **argv)
     }
     if (!id_ok("exec", id))
         goto out;
+    if (!js) {
+        /* Streamed: output as it comes, stdin forwarded, signals passed on. */
+        char home[4096];
+        const char **envs = calloc(json_object_size(env) + 1, sizeof(*envs));
+        char **kv = calloc(json_object_size(env) + 1, sizeof(*kv));
+        size_t ne = 0;
+        const char *k;
+        json_t *v;
+        sigset_t mask, old;
+        code = CAPSEM_EXIT_FAILED;
+        if (!envs || !kv) {
+            free(envs);
+            free(kv);
+            goto out;
+        }
+        json_object_foreach(env, k, v)
+        {
+            size_t n = strlen(k) + json_string_length(v) + 2;
+            kv[ne] = malloc(n);
+            if (!kv[ne])
+                break;
+            snprintf(kv[ne], n, "%s=%s", k, json_string_value(v));
+            envs[ne] = kv[ne];
+            ne++;
+        }
+        json_int_t to = json_integer_value(json_object_get(body, "timeout"));
+        const char *cwd = json_string_value(json_object_get(body, "cwd"));
+        bool masked = cli_block_signals(0, &mask, &old);
+        signal(SIGPIPE, SIG_IGN);
+        int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        struct cli_exec_stream_req rq = {.prog = "capsem exec",
+                                         .argv = (const char *const *)argv + i,
+                                         .argc = (size_t)(argc - i),
+                                         .env = envs,
+                                         .n_env = ne,
+                                         .cwd = cwd,
+                                         .timeout_s = (unsigned)to,
+                                         .sig_fd = sfd,
+                                         .unknown_session_1 = true};
+        home_dir(home, sizeof(home));
+        if (sfd < 0 || ne != json_object_size(env))
+            fprintf(stderr, "capsem exec: cannot set up: %s\n", strerror(errno));
+        else
+            code = cli_exec_stream(home, id, &rq);
+        if (sfd >= 0)
+            close(sfd);
+        if (masked)
+            sigprocmask(SIG_SETMASK, &old, NULL);
+        for (size_t n = 0; n < ne; n++)
+            free(kv[n]);
+        free(kv);
+        free(envs);
+        goto out;
+    }
     for (; i < argc; i++)
         json_array_append_new(av, json_string(argv[i]));
     json_object_set(body, "argv", av);
@@ -694,33 +1319,6 @@ static void on_winch(int sig)
     winch = 1;
 }
 
-/* Send one masked client frame. */
-static bool ws_send(int fd, int opcode, const void *p, size_t n)
-{
-    uint8_t hdr[14], mask[4];
-    size_t hl = 0;
-    hdr[hl++] = (uint8_t)(0x80 | opcode);
-    if (n < 126) {
-        hdr[hl++] = (uint8_t)(0x80 | n);
-    } else if (n < 65536) {
-        hdr[hl++] = 0x80 | 126;
-        hdr[hl++] = (uint8_t)(n >> 8);
-        hdr[hl++] = (uint8_t)n;
-    } else {
-        return false;
-    }
-    if (RAND_bytes(mask, sizeof(mask)) != 1)
-        return false;
-    memcpy(hdr + hl, mask, 4);
-    hl += 4;
-    uint8_t buf[14 + 65536];
-    memcpy(buf, hdr, hl);
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++)
-        buf[hl + i] = s[i] ^ mask[i % 4];
-    return send_all(fd, (const char *)buf, hl + n);
-}
-
 static void ws_resize(int fd)
 {
     struct winsize ws;
@@ -730,7 +1328,7 @@ static void ws_resize(int fd)
     int n = snprintf(msg, sizeof(msg), "{\"type\":\"resize\",\"cols\":%u,\"rows\":%u}",
                      (unsigned)ws.ws_col, (unsigned)ws.ws_row);
     if (n > 0)
-        ws_send(fd, 1, msg, (size_t)n);
+        ws_send(fd, WS_TEXT, msg, (size_t)n);
 }
 
 static const char attach_usage[] =
@@ -740,12 +1338,13 @@ static const char attach_usage[] =
 
 int cli_attach_main(int argc, char **argv)
 {
-    char home[4096], sj[4200], tok[AUTH_SECRET_HEX + 1], err[512], head[1024];
+    char home[4096], err[1200], path[160];
     const char *id = argc == 2 ? argv[1] : NULL;
-    int fd = -1, code = CAPSEM_EXIT_FAILED;
+    int fd = -1, code = CAPSEM_EXIT_FAILED, status = 0;
     bool raw = false;
     struct termios saved;
-    json_t *cfg = NULL;
+    struct buf in;
+    buf_init(&in, WS_IN_CAP);
     if (id && (!strcmp(id, "-h") || !strcmp(id, "--help"))) {
         fputs(attach_usage, stdout);
         return 0;
@@ -757,57 +1356,10 @@ int cli_attach_main(int argc, char **argv)
     if (!id_ok("attach", id))
         return CAPSEM_EXIT_USAGE;
     home_dir(home, sizeof(home));
-    snprintf(sj, sizeof(sj), "%s/serve.json", home);
-    cfg = json_load_file(sj, 0, NULL);
-    const char *addr = json_string_value(json_object_get(cfg, "addr"));
-    json_int_t port = json_integer_value(json_object_get(cfg, "port"));
-    struct sockaddr_in a4 = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    if (!addr || port <= 0 || port > 65535 || inet_pton(AF_INET, addr, &a4.sin_addr) != 1) {
-        fprintf(stderr, "capsem attach: no daemon: %s is missing or bad\n", sj);
-        goto out;
-    }
-    if (read_token(home, tok, err, sizeof(err))) {
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s/terminal", id);
+    if (ws_open(home, path, &fd, &status, err, sizeof(err))) {
         fprintf(stderr, "capsem attach: %s\n", err);
-        goto out;
-    }
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a4, sizeof(a4)) < 0) {
-        fprintf(stderr, "capsem attach: cannot reach the daemon: %s\n", strerror(errno));
-        goto out;
-    }
-    uint8_t key[16];
-    char key64[32];
-    if (RAND_bytes(key, sizeof(key)) != 1)
-        goto out;
-    EVP_EncodeBlock((unsigned char *)key64, key, sizeof(key));
-    int hl = snprintf(head, sizeof(head),
-                      "GET /api/v1/sessions/%s/terminal HTTP/1.1\r\nHost: %s:%d\r\n"
-                      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                      "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n",
-                      id, addr, (int)port, key64, tok);
-    memset(tok, 0, sizeof(tok));
-    bool sent = hl > 0 && (size_t)hl < sizeof(head) && send_all(fd, head, (size_t)hl);
-    memset(head, 0, sizeof(head));
-    if (!sent)
-        goto out;
-    /* The answer head, byte by byte so no frame bytes are taken with it. */
-    char rh[2048];
-    size_t rl = 0;
-    while (rl + 1 < sizeof(rh) && (rl < 4 || memcmp(rh + rl - 4, "\r\n\r\n", 4))) {
-        ssize_t n = recv(fd, rh + rl, 1, 0);
-        if (n <= 0)
-            break;
-        rl++;
-    }
-    rh[rl] = '\0';
-    if (strncmp(rh, "HTTP/1.1 101", 12)) {
-        char *body = strstr(rh, "\r\n\r\n");
-        char more[512] = "";
-        ssize_t n = recv(fd, more, sizeof(more) - 1, 0);
-        if (n > 0)
-            more[n] = '\0';
-        fprintf(stderr, "capsem attach: refused: %.40s %s\n", rh, body ? more : "");
-        code = 1;
+        code = status ? 1 : CAPSEM_EXIT_FAILED;
         goto out;
     }
     if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0) {
@@ -817,10 +1369,6 @@ int cli_attach_main(int argc, char **argv)
     }
     signal(SIGWINCH, on_winch);
     ws_resize(fd);
-    uint8_t *in = malloc(1u << 17);
-    size_t il = 0;
-    if (!in)
-        goto out;
     code = 0;
     bool stdin_open = true;
     for (;;) {
@@ -840,44 +1388,37 @@ int cli_attach_main(int argc, char **argv)
             } else {
                 uint8_t *det = memchr(b, 0x1d, (size_t)n);
                 size_t k = det ? (size_t)(det - b) : (size_t)n;
-                if (k && !ws_send(fd, 2, b, k))
+                if (k && !ws_send(fd, WS_BIN, b, k))
                     break;
                 if (det)
                     break;
             }
         }
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t n = recv(fd, in + il, (1u << 17) - il, 0);
+            if (buf_reserve(&in, 65536))
+                break;
+            ssize_t n = recv(fd, in.data + in.len, 65536, 0);
             if (n <= 0)
                 break;
-            il += (size_t)n;
+            in.len += (size_t)n;
+            size_t used = 0;
+            struct ws_frame f;
             bool end = false;
-            while (il >= 2) {
-                size_t len = in[1] & 0x7f, off = 2;
-                if (len == 126) {
-                    if (il < 4)
-                        break;
-                    len = ((size_t)in[2] << 8) | in[3];
-                    off = 4;
-                } else if (len == 127) {
-                    end = true; /* the daemon sends at most 16 KiB at once */
-                    break;
-                }
-                if (il < off + len)
-                    break;
-                int op = in[0] & 0x0f;
-                if (op == 2 && fwrite(in + off, 1, len, stdout) == len)
+            int r;
+            while (!end && (r = ws_frame_next(in.data + used, in.len - used, &f)) > 0) {
+                used += f.size;
+                if ((f.op == WS_BIN || f.op == WS_CONT) && fwrite(f.p, 1, f.n, stdout) == f.n)
                     fflush(stdout);
-                if (op == 8)
+                else if (f.op == WS_PING)
+                    ws_send(fd, WS_PONG, f.p, f.n);
+                else if (f.op == WS_CLOSE)
                     end = true;
-                memmove(in, in + off + len, il - off - len);
-                il -= off + len;
             }
-            if (end)
+            buf_consume(&in, used);
+            if (end || r < 0)
                 break;
         }
     }
-    free(in);
 out:
     if (raw) {
         tcsetattr(STDIN_FILENO, TCSANOW, &saved);
@@ -885,6 +1426,268 @@ out:
     }
     if (fd >= 0)
         close(fd);
-    json_decref(cfg);
+    buf_fini(&in);
+    return code;
+}
+
+/* ---- capsem run inside a running daemon ---- */
+
+/* Session `id`'s JSON from the daemon, or NULL with the reason in err. */
+static json_t *session_get(const char *home, const char *id, char *err, size_t errlen)
+{
+    char path[160];
+    struct cli_http_resp r;
+    json_t *j = NULL;
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s", id);
+    if (cli_http(home, "GET", path, NULL, &r, err, errlen))
+        return NULL;
+    if (r.status == 200)
+        j = json_loadb(r.body, r.body_len, 0, NULL);
+    if (!j)
+        snprintf(err, errlen, "the daemon answered HTTP %d about session %s", r.status, id);
+    cli_http_resp_fini(&r);
+    return j;
+}
+
+/*
+ * Wait up to 100 ms for a signal on sig_fd; returns it, or 0 when none came.
+ * The wait is what paces the polling of the session's status.
+ */
+static int wait_signal(int sig_fd, int ms)
+{
+    struct pollfd p = {.fd = sig_fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return 0;
+    struct signalfd_siginfo si;
+    if (read(sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+        return 0;
+    return (int)si.ssi_signo;
+}
+
+/* The run's options that a daemon session cannot take, or NULL. */
+static const char *daemon_refuses(const struct cli_run_opts *o)
+{
+    if (o->kernel)
+        return "--kernel";
+    if (o->initrd)
+        return "--initrd";
+    if (o->append)
+        return "--append";
+    if (o->workspace)
+        return "--workspace";
+    if (o->scratch_bytes)
+        return "--scratch";
+    return NULL;
+}
+
+/* The create body for these options (see docs/api.md, Sessions), or NULL. */
+static json_t *create_body(const struct cli_run_opts *o)
+{
+    json_t *b = json_object(), *env = json_object();
+    if (!b || !env)
+        goto fail;
+    if (o->name)
+        json_object_set_new(b, "name", json_string(o->name));
+    json_object_set_new(b, "mem", json_integer(o->mem_mib));
+    json_object_set_new(b, "cpus", json_integer(o->cpus));
+    for (size_t i = 0; i < o->n_env; i++) {
+        const char *eq = strchr(o->env[i], '=');
+        char k[256];
+        if (!eq || (size_t)(eq - o->env[i]) >= sizeof(k))
+            continue;
+        memcpy(k, o->env[i], (size_t)(eq - o->env[i]));
+        k[eq - o->env[i]] = '\0';
+        json_object_set_new(env, k, json_string(eq + 1));
+    }
+    if (json_object_size(env))
+        json_object_set(b, "env", env);
+    if (o->rootfs && !strcmp(o->rootfs, "none")) {
+        json_object_set_new(b, "rootfs", json_string("none"));
+    } else if (o->rootfs) {
+        /* The daemon has its own working directory: name the image absolutely. */
+        char *abs = realpath(o->rootfs, NULL);
+        json_object_set_new(b, "rootfs", json_string(abs ? abs : o->rootfs));
+        free(abs);
+    }
+    if (o->no_net)
+        json_object_set_new(b, "no_net", json_true());
+    json_decref(env);
+    return b;
+fail:
+    json_decref(b);
+    json_decref(env);
+    return NULL;
+}
+
+/* Stop session id (data kept) and wait, within a bound, until its VM is gone. */
+static void session_stop_wait(const char *home, const char *id, int sig_fd)
+{
+    char path[160], err[600];
+    struct cli_http_resp r;
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s", id);
+    if (cli_http(home, "DELETE", path, NULL, &r, err, sizeof(err))) {
+        LOG_WARN("event=daemon_stop_failed session=%s reason=\"%s\"", id, err);
+        return;
+    }
+    int st = r.status;
+    cli_http_resp_fini(&r);
+    if (st != 200) {
+        LOG_WARN("event=daemon_stop_failed session=%s status=%d", id, st);
+        return;
+    }
+    /* Like a standalone run, return once the VM is gone (bounded: 30 s; a signal leaves). */
+    int64_t end = mono_ms() + 30000;
+    while (mono_ms() < end) {
+        json_t *j = session_get(home, id, err, sizeof(err));
+        const char *s = json_string_value(json_object_get(j, "status"));
+        bool gone = !j || (s && (!strcmp(s, "stopped") || !strcmp(s, "failed")));
+        json_decref(j);
+        if (gone || wait_signal(sig_fd, 100))
+            return;
+    }
+    LOG_WARN("event=daemon_stop_slow session=%s", id);
+}
+
+int cli_run_daemon(const struct cli_run_opts *o, bool *handled)
+{
+    char home[4096], err[1200], id[SESSION_NAME_MAX + 1] = "";
+    struct cli_http_resp r = {0};
+    json_t *body = NULL, *j = NULL;
+    char *s = NULL;
+    int code = CAPSEM_EXIT_FAILED, sig_fd = -1;
+    sigset_t mask, old;
+    bool masked = false;
+    int64_t t0 = mono_ms();
+    *handled = false;
+    home_dir(home, sizeof(home));
+    char sj[4200];
+    snprintf(sj, sizeof(sj), "%s/serve.json", home);
+    if (access(sj, F_OK) < 0) {
+        LOG_DEBUG("event=standalone reason=no_daemon");
+        return 0;
+    }
+    if (cli_http(home, "GET", "/api/v1/version", NULL, &r, err, sizeof(err))) {
+        /* A serve.json left by a daemon that is gone: run as if there were none. */
+        LOG_INFO("event=standalone reason=\"%s\"", err);
+        return 0;
+    }
+    *handled = true;
+    if (r.status != 200) {
+        fprintf(stderr,
+                "capsem: the daemon (%s/serve.json) answered HTTP %d; fix it or add --standalone "
+                "to boot a VM of this run's own\n",
+                home, r.status);
+        goto out;
+    }
+    const char *no = daemon_refuses(o);
+    if (no) {
+        fprintf(stderr,
+                "capsem: %s is not available in a session of the running daemon (capsem serve); "
+                "add --standalone to boot a VM of this run's own\n",
+                no);
+        code = CAPSEM_EXIT_USAGE;
+        goto out;
+    }
+    masked = cli_block_signals(0, &mask, &old);
+    signal(SIGPIPE, SIG_IGN);
+    sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sig_fd < 0) {
+        fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
+        goto out;
+    }
+    int64_t deadline = o->timeout_s ? t0 + (int64_t)o->timeout_s * 1000 : 0;
+    int64_t boot_deadline = t0 + (int64_t)o->boot_timeout_s * 1000;
+    bool existed = false;
+    if (o->name) {
+        char dir[4400];
+        struct stat st;
+        snprintf(dir, sizeof(dir), "%s/sessions/%s", home, o->name);
+        existed = lstat(dir, &st) == 0;
+    }
+    body = create_body(o);
+    s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    if (!s)
+        goto out;
+    cli_http_resp_fini(&r);
+    if (cli_http(home, "POST", "/api/v1/sessions", s, &r, err, sizeof(err))) {
+        fprintf(stderr, "capsem: %s\n", err);
+        goto out;
+    }
+    j = json_loadb(r.body, r.body_len, 0, NULL);
+    const char *sid = json_string_value(json_object_get(j, "id"));
+    if (r.status != 201 || !sid || !session_name_ok(sid)) {
+        const char *e = json_string_value(json_object_get(j, "error"));
+        fprintf(stderr, "capsem: the daemon refused the session: %s (HTTP %d)\n",
+                e ? e : "no reason given", r.status);
+        goto out;
+    }
+    snprintf(id, sizeof(id), "%s", sid);
+    const char *dir = json_string_value(json_object_get(j, "dir"));
+    if (!existed)
+        fprintf(stderr, "capsem: session %s: workspace %s/workspace (kept after the run)\n", id,
+                dir ? dir : "?");
+    LOG_INFO("event=daemon_session session=%s", id);
+    json_decref(j);
+    j = NULL;
+    /* Booting: the session's status, every 100 ms. */
+    for (;;) {
+        j = session_get(home, id, err, sizeof(err));
+        const char *st = json_string_value(json_object_get(j, "status"));
+        if (!j || !st) {
+            fprintf(stderr, "capsem: %s\n", err);
+            goto out;
+        }
+        if (!strcmp(st, "running"))
+            break;
+        if (strcmp(st, "booting")) {
+            const char *why = json_string_value(json_object_get(j, "reason"));
+            const char *log = json_string_value(json_object_get(j, "log"));
+            fprintf(stderr, "capsem: the daemon's session %s %s: %s\n", id, st,
+                    why && why[0] ? why : "no reason given");
+            if (log && log[0])
+                fprintf(stderr, "capsem: the VM log is kept at %s\n", log);
+            goto out;
+        }
+        json_decref(j);
+        j = NULL;
+        int64_t now = mono_ms();
+        if (deadline && now >= deadline) {
+            fprintf(stderr, "capsem: timed out after %u s\n", o->timeout_s);
+            code = CAPSEM_EXIT_TIMEOUT;
+            goto out;
+        }
+        if (now >= boot_deadline) {
+            fprintf(stderr, "capsem: the guest was not ready within %u s (--boot-timeout)\n",
+                    o->boot_timeout_s);
+            goto out;
+        }
+        int sig = wait_signal(sig_fd, 100);
+        if (sig) {
+            code = 128 + sig;
+            goto out;
+        }
+    }
+    LOG_INFO("event=vm_ready boot_ms=%lld session=%s", (long long)(mono_ms() - t0), id);
+    struct cli_exec_stream_req rq = {
+        .prog = "capsem",
+        .argv = (const char *const *)o->cmd,
+        .argc = o->n_cmd,
+        .cwd = "/",
+        .deadline_ms = deadline,
+        .timeout_total_s = o->timeout_s,
+        .sig_fd = sig_fd,
+    };
+    code = cli_exec_stream(home, id, &rq);
+out:
+    if (id[0])
+        session_stop_wait(home, id, sig_fd);
+    cli_http_resp_fini(&r);
+    free(s);
+    json_decref(body);
+    json_decref(j);
+    if (sig_fd >= 0)
+        close(sig_fd);
+    if (masked)
+        sigprocmask(SIG_SETMASK, &old, NULL);
     return code;
 }

@@ -7,6 +7,7 @@
  */
 #include "cli_run.h"
 
+#include "cli_client.h"
 #include "integrity.h"
 #include "log.h"
 #include "loop.h"
@@ -39,7 +40,9 @@ static const char usage_text[] =
     "usage: capsem run [OPTIONS] -- CMD [ARG...]\n"
     "\n"
     "Boot a microVM, run CMD inside it with this terminal's stdin, stdout and stderr,\n"
-    "and exit with CMD's status (128+N when a signal N killed it).\n"
+    "and exit with CMD's status (128+N when a signal N killed it). When `capsem serve`\n"
+    "runs (for $CAPSEM_HOME), the VM is a session of the daemon, shown in its dashboard\n"
+    "and kept there as stopped after the run.\n"
     "\n"
     "options:\n"
     "  --mem MiB            guest memory (default 512)\n"
@@ -65,10 +68,14 @@ static const char usage_text[] =
     "                       directory for the root's writable layer instead of RAM;\n"
     "                       needs a root image; removed after the run\n"
     "  --keep, --keep-logs  keep the run directory with its vm.log and vmm.json\n"
+    "  --standalone         boot the VM here even when a daemon runs (also:\n"
+    "                       CAPSEM_STANDALONE=1); --kernel, --initrd, --workspace and\n"
+    "                       --scratch need it when a daemon runs\n"
     "  -h, --help           show this help\n"
     "\n"
     "exit status: CMD's status; 2 bad usage; 124 timed out; 125 capsem or the VM failed.\n"
-    "environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_ASSETS, CAPSEM_VMM, CAPSEM_LOG.\n";
+    "environment: CAPSEM_HOME (default ~/.capsem), CAPSEM_ASSETS, CAPSEM_VMM, CAPSEM_LOG,\n"
+    "CAPSEM_STANDALONE.\n";
 
 const char *cli_run_usage(void)
 {
@@ -256,6 +263,10 @@ int cli_run_parse(int argc, char **argv, struct cli_run_opts *o, char *err, size
         }
         if (!strcmp(a, "--no-net")) {
             o->no_net = true;
+            continue;
+        }
+        if (!strcmp(a, "--standalone")) {
+            o->standalone = true;
             continue;
         }
         if (!strcmp(a, "--unverified-assets")) {
@@ -984,6 +995,17 @@ int cli_run_main(int argc, char **argv)
     int level = lvl ? log_level_parse(lvl) : -1;
     log_init("capsem", level >= 0 ? (enum log_level)level : LOG_WARN);
 
+    const char *sa = getenv("CAPSEM_STANDALONE");
+    if (!o.standalone && !(sa && !strcmp(sa, "1"))) {
+        bool handled = false;
+        code = cli_run_daemon(&o, &handled);
+        if (handled) {
+            cli_run_opts_fini(&o);
+            return code;
+        }
+        code = CAPSEM_EXIT_FAILED;
+    }
+    LOG_INFO("event=standalone_run");
     if (cli_run_paths(&o, &paths))
         goto out;
 

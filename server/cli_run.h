@@ -44,6 +44,7 @@ struct cli_run_opts {
     bool keep_logs;
     bool no_net;            /* --no-net: the guest gets no network at all */
     bool unverified_assets; /* hidden test option: boot assets whose hash was not recorded */
+    bool standalone;        /* --standalone: never through a running daemon */
     bool help;
     char **cmd; /* the command and its arguments, after "--" */
     size_t n_cmd;
