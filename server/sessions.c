@@ -500,6 +500,7 @@ static void xs_unpause(struct sessions_xstream *xs)
     if (!xs->paused || !s)
         return;
     xs->paused = false;
+    LOG_DEBUG("event=xs_resume id=%s queued=%zu", s->id, xs->q.len);
     if (s->xpaused && --s->xpaused == 0 && s->r)
         vm_runner_pause(s->r, false);
 }
@@ -830,6 +831,7 @@ static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, s
         /* A reader that falls behind holds the control connection rather than memory. */
         if (!xs->paused && xs->q.len > SESSIONS_XS_OUT_HIGH) {
             xs->paused = true;
+            LOG_DEBUG("event=xs_pause id=%s queued=%zu", s->id, xs->q.len);
             if (s->xpaused++ == 0 && s->r)
                 vm_runner_pause(s->r, true);
         }
