@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +50,7 @@
 #define HOST_MAX 256
 #define PEND_MAX 64              /* decoded body pieces waiting for the model parser */
 #define MQ_MAX_ITEMS 64u         /* model calls waiting for the worker */
-#define MQ_MAX_BYTES (32u << 20) /* request bytes those calls' parsers keep */
+#define MQ_MAX_BYTES (32u << 20) /* body bytes those calls' parsers may hold */
 
 /* One ended model exchange waiting for the worker: everything it needs is its own. */
 struct mitem {
@@ -58,7 +59,7 @@ struct mitem {
     bool complete;
     int64_t end_us; /* monotonic, when the exchange ended */
     int64_t time_us, pid;
-    size_t bytes;        /* request bytes the parser keeps (counted against MQ_MAX_BYTES) */
+    size_t bytes;        /* body bytes the parser may hold (counted against MQ_MAX_BYTES) */
     const char *process; /* these point into text[] (NULL when unknown) */
     const char *host;
     const char *path;
@@ -88,12 +89,13 @@ struct mitm_proxy {
     bool has_worker;
     pthread_t worker;
     pthread_mutex_t mq_lock; /* guards everything below */
-    pthread_cond_t mq_work;  /* an item was queued, or mq_stop was set */
-    pthread_cond_t mq_space; /* an item left the queue */
+    pthread_cond_t mq_work;  /* an item was queued or finished, or mq_stop was set */
+    pthread_cond_t mq_space; /* an item was finished: room, and mq_busy is clear */
     pthread_cond_t mq_done;  /* an item was sunk */
     struct mitem *mq_head, *mq_tail;
     size_t mq_n, mq_bytes;
     uint64_t mq_queued, mq_sunk; /* items ever queued / ever finished and sunk */
+    bool mq_busy;                /* an item is being finished (by the worker or a connection) */
     bool mq_stop;                /* set by destroy once no connection is left */
 };
 
@@ -265,7 +267,7 @@ static const char *str_put(char **dst, const char *s)
 
 /* An item for a model exchange that ended at end_us (copies ev's strings); NULL: no memory. */
 static struct mitem *mitem_new(struct model_parser *mp, bool complete, int64_t end_us,
-                               const struct net_event *ev, uint64_t req_bytes)
+                               const struct net_event *ev, uint64_t req_bytes, uint64_t resp_bytes)
 {
     size_t room = str_room(ev->process) + str_room(ev->host) + str_room(ev->path);
     struct mitem *it = malloc(sizeof(*it) + room);
@@ -275,7 +277,10 @@ static struct mitem *mitem_new(struct model_parser *mp, bool complete, int64_t e
     *it = (struct mitem){.mp = mp, .complete = complete, .end_us = end_us};
     it->time_us = ev->time_us;
     it->pid = ev->pid;
-    it->bytes = req_bytes < MODEL_REQ_MAX_DEFAULT ? (size_t)req_bytes : MODEL_REQ_MAX_DEFAULT;
+    /* What the parser may still hold: the request it keeps, a JSON response or SSE event. */
+    it->bytes =
+        (req_bytes < MODEL_REQ_MAX_DEFAULT ? (size_t)req_bytes : MODEL_REQ_MAX_DEFAULT) +
+        (resp_bytes < MODEL_EVENT_MAX_DEFAULT ? (size_t)resp_bytes : MODEL_EVENT_MAX_DEFAULT);
     it->process = str_put(&t, ev->process);
     it->host = str_put(&t, ev->host);
     it->path = str_put(&t, ev->path);
@@ -301,13 +306,51 @@ static void mitem_finish(struct mitm_proxy *p, struct mitem *it)
     it->mp = NULL;
 }
 
-/* Queue an item for the worker, waiting while the queue is full (nothing is dropped). */
+static bool mq_full(const struct mitm_proxy *p, const struct mitem *it)
+{
+    /* Too many items, or too many kept bytes (an item always fits an empty queue). */
+    return p->mq_n >= MQ_MAX_ITEMS || (p->mq_n > 0 && p->mq_bytes + it->bytes > MQ_MAX_BYTES);
+}
+
+/*
+ * Under mq_lock: take the oldest item, finish it with the lock released, count
+ * it sunk. Only one thread finishes at a time (mq_busy), so items are
+ * finished strictly in queue order whoever takes them.
+ */
+static void mq_finish_head(struct mitm_proxy *p)
+{
+    struct mitem *it = p->mq_head;
+    p->mq_head = it->next;
+    if (!p->mq_head)
+        p->mq_tail = NULL;
+    p->mq_n--;
+    p->mq_bytes -= it->bytes;
+    p->mq_busy = true;
+    pthread_mutex_unlock(&p->mq_lock);
+    mitem_finish(p, it);
+    free(it);
+    pthread_mutex_lock(&p->mq_lock);
+    p->mq_busy = false;
+    p->mq_sunk++;
+    pthread_cond_broadcast(&p->mq_done);
+    pthread_cond_broadcast(&p->mq_space); /* room, and finishing is free to take */
+    pthread_cond_signal(&p->mq_work);
+}
+
+/*
+ * Queue an item for the worker. When the queue is full the connection waits
+ * (nothing is dropped), and finishes the oldest items itself while the worker
+ * is not finishing one: a starved low-priority worker never holds it back.
+ */
 static void mq_push(struct mitm_proxy *p, struct mitem *it)
 {
     pthread_mutex_lock(&p->mq_lock);
-    /* Full: too many items, or too many kept bytes (an item always fits an empty queue). */
-    while (p->mq_n >= MQ_MAX_ITEMS || (p->mq_n > 0 && p->mq_bytes + it->bytes > MQ_MAX_BYTES))
-        pthread_cond_wait(&p->mq_space, &p->mq_lock);
+    while (mq_full(p, it)) {
+        if (!p->mq_busy)
+            mq_finish_head(p);
+        else
+            pthread_cond_wait(&p->mq_space, &p->mq_lock);
+    }
     if (p->mq_tail)
         p->mq_tail->next = it;
     else
@@ -320,29 +363,46 @@ static void mq_push(struct mitm_proxy *p, struct mitem *it)
     pthread_mutex_unlock(&p->mq_lock);
 }
 
-/* The model worker: finishes items strictly in queue order until destroy stops it. */
+/* Finish `it` on this thread after every queued item, in the finishing turn (no memory for it). */
+static void mq_finish_now(struct mitm_proxy *p, struct mitem *it)
+{
+    pthread_mutex_lock(&p->mq_lock);
+    while (p->mq_head || p->mq_busy) {
+        if (!p->mq_busy)
+            mq_finish_head(p);
+        else
+            pthread_cond_wait(&p->mq_space, &p->mq_lock);
+    }
+    p->mq_busy = true;
+    pthread_mutex_unlock(&p->mq_lock);
+    mitem_finish(p, it);
+    pthread_mutex_lock(&p->mq_lock);
+    p->mq_busy = false;
+    pthread_cond_broadcast(&p->mq_space);
+    pthread_cond_signal(&p->mq_work);
+    pthread_mutex_unlock(&p->mq_lock);
+}
+
+/* The model worker: finishes items in queue order until destroy stops it. */
 static void *worker_main(void *arg)
 {
     struct mitm_proxy *p = arg;
+    /*
+     * Lowest CPU priority (Linux: per thread): finishing is never urgent, and
+     * on a busy host the connection threads carrying first tokens go first.
+     * A connection that finds the queue full finishes items itself.
+     */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), 19) < 0)
+        LOG_DEBUG("component=proxy msg=\"cannot lower the model worker's priority\" err=%d", errno);
     pthread_mutex_lock(&p->mq_lock);
     for (;;) {
-        while (!p->mq_head && !p->mq_stop)
-            pthread_cond_wait(&p->mq_work, &p->mq_lock);
-        struct mitem *it = p->mq_head;
-        if (!it)
+        if (p->mq_head && !p->mq_busy) {
+            mq_finish_head(p);
+            continue;
+        }
+        if (p->mq_stop && !p->mq_head && !p->mq_busy)
             break; /* stopped and nothing left */
-        p->mq_head = it->next;
-        if (!p->mq_head)
-            p->mq_tail = NULL;
-        p->mq_n--;
-        p->mq_bytes -= it->bytes;
-        pthread_cond_broadcast(&p->mq_space);
-        pthread_mutex_unlock(&p->mq_lock);
-        mitem_finish(p, it);
-        free(it);
-        pthread_mutex_lock(&p->mq_lock);
-        p->mq_sunk++;
-        pthread_cond_broadcast(&p->mq_done);
+        pthread_cond_wait(&p->mq_work, &p->mq_lock);
     }
     pthread_mutex_unlock(&p->mq_lock);
     return NULL;
@@ -397,7 +457,8 @@ static void emit(struct pconn *pc, struct exch *x)
     free(respp);
 
     if (x->mp) {
-        struct mitem *it = mitem_new(x->mp, x->resp_complete, end_us, &ev, x->reqb.total);
+        struct mitem *it =
+            mitem_new(x->mp, x->resp_complete, end_us, &ev, x->reqb.total, x->respb.total);
         if (it) {
             x->mp = NULL; /* the item owns it now */
             mq_push(pc->p, it);
@@ -412,8 +473,7 @@ static void emit(struct pconn *pc, struct exch *x)
                                 .host = ev.host,
                                 .path = ev.path};
             x->mp = NULL;
-            mitm_proxy_drain(pc->p);
-            mitem_finish(pc->p, &tmp);
+            mq_finish_now(pc->p, &tmp);
         }
     }
 }

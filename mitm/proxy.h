@@ -38,16 +38,19 @@ struct mitm_proxy_config {
      * traces by `traces` (each borrowed, may be NULL: no cost / no trace).
      * The body bytes are fed on the connection's thread after they are
      * forwarded; the rest (decoding the request JSON, pricing, linking and
-     * the sink's model op) runs on one model worker thread of the proxy, so
-     * the connection's next request never waits for it. Calls are finished
-     * strictly in the order their exchanges ended (a tool result always sees
-     * the tool calls of every call that ended before it). The queue holds at
-     * most 64 calls and 32 MiB of the request bodies their parsers keep (a
-     * call alone may exceed that; one parser keeps at most
-     * MODEL_REQ_MAX_DEFAULT = 8 MiB of request plus a partial response event
-     * up to MODEL_EVENT_MAX_DEFAULT), so queued calls take at most ~40 MiB
-     * plus the events they hold. When it is full, the connection that ended
-     * an exchange waits for room: no call is ever dropped.
+     * the sink's model op) runs on one model worker thread of the proxy, at
+     * the lowest CPU priority, so the connection's next request never waits
+     * for it. Calls are finished one at a time, strictly in the order their
+     * exchanges ended (a tool result always sees the tool calls of every call
+     * that ended before it). The queue holds at most 64 calls and 32 MiB of
+     * body bytes their parsers may hold (a call counts its request up to
+     * MODEL_REQ_MAX_DEFAULT = 8 MiB plus its response body up to
+     * MODEL_EVENT_MAX_DEFAULT = 8 MiB; one call alone may exceed the 32), so
+     * queued calls hold at most 48 MiB of bodies, plus each one's response
+     * decoder state (the compression window: 32 KiB for gzip, at most
+     * 8 MiB for zstd, 16 MiB for br). When it is full, the connection that ended
+     * an exchange waits for room, finishing the oldest calls itself while
+     * the worker is not: no call is ever dropped.
      */
     const struct model_host *model_hosts;
     const struct pricing *pricing;

@@ -8,7 +8,8 @@
  * Two proxies share it through the policy's resolve override:
  *   off  a sink with a net op only, so no exchange is parsed;
  *   on   a sink with a model op, the price table and a trace table, so every
- *        exchange is parsed as it is forwarded and reported as a model_call.
+ *        exchange is parsed as it is forwarded and reported as a model_call
+ *        (finished on the proxy's model worker, mitm/proxy.h).
  * One client connection per proxy (socketpair, CNET header, TLS trusting the
  * proxy's CA) sends the same request alternately through each (the order
  * swaps every pair), timing request sent -> first content_block_delta seen in
@@ -564,7 +565,8 @@ int main(int argc, char **argv)
         v[m] = malloc(pairs * sizeof(int64_t));
     if (!diff || !proxy_ttft || !v[OFF] || !v[ON])
         die("out of memory");
-    usleep(100000); /* the warm-up's last events */
+    usleep(100000);              /* the warm-up's last exchange has ended and queued its call */
+    mitm_proxy_drain(proxy[ON]); /* ... and it has been sunk */
     pthread_mutex_lock(&seen_lock);
     model_calls = model_bad = 0;
     proxy_nttft = 0;
@@ -612,7 +614,9 @@ int main(int argc, char **argv)
     }
     for (int m = 0; m < NMODES; m++)
         conn_close(c[m]);
-    usleep(100000); /* the last exchange's events */
+    /* Destroying the proxies waits for their connections and sinks every queued call. */
+    mitm_proxy_destroy(proxy[ON]);
+    mitm_proxy_destroy(proxy[OFF]);
 
     pthread_mutex_lock(&seen_lock);
     long want = 2 * (long)pairs;
@@ -627,8 +631,6 @@ int main(int argc, char **argv)
     bool ok = model_calls == want && model_bad == 0;
     pthread_mutex_unlock(&seen_lock);
 
-    mitm_proxy_destroy(proxy[ON]);
-    mitm_proxy_destroy(proxy[OFF]);
     policy_store_destroy(store);
     shutdown(lfd, SHUT_RDWR);
     pthread_join(upt, NULL);
