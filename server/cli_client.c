@@ -154,6 +154,25 @@ static int daemon_connect(const struct daemon_addr *d, int *fd, char *err, size_
     return 0;
 }
 
+/*
+ * Find the daemon of `home`, read the token into tok and connect. 0 with *fd
+ * (and tok, which the caller wipes), or -errno with a reason in err.
+ */
+static int daemon_dial(const char *home, struct daemon_addr *d, char tok[AUTH_SECRET_HEX + 1],
+                       int *fd, char *err, size_t errlen)
+{
+    int rc = daemon_find(home, d, err, errlen);
+    if (rc)
+        return rc;
+    rc = read_token(home, tok, err, errlen);
+    if (rc)
+        return rc;
+    rc = daemon_connect(d, fd, err, errlen);
+    if (rc)
+        memset(tok, 0, AUTH_SECRET_HEX + 1);
+    return rc;
+}
+
 int cli_http(const char *home, const char *method, const char *path, const char *body,
              struct cli_http_resp *resp, char *err, size_t errlen)
 {
@@ -163,17 +182,9 @@ int cli_http(const char *home, const char *method, const char *path, const char 
     size_t len = 0, cap = 0;
     struct daemon_addr d;
     memset(resp, 0, sizeof(*resp));
-    rc = daemon_find(home, &d, err, errlen);
+    rc = daemon_dial(home, &d, tok, &fd, err, errlen);
     if (rc)
         goto out;
-    rc = read_token(home, tok, err, errlen);
-    if (rc)
-        goto out;
-    rc = daemon_connect(&d, &fd, err, errlen);
-    if (rc) {
-        memset(tok, 0, sizeof(tok));
-        goto out;
-    }
     size_t blen = body ? strlen(body) : 0;
     int hl = snprintf(head, sizeof(head),
                       "%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
@@ -307,6 +318,14 @@ static bool id_ok(const char *cmd, const char *id)
     return true;
 }
 
+/* -e K=V: set K in the env object; false when kv is not K=V with a non-empty K. */
+static bool env_put(json_t *env, const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    json_t *v = eq && eq != kv ? json_string(eq + 1) : NULL;
+    return v && json_object_setn_new(env, kv, (size_t)(eq - kv), v) == 0;
+}
+
 static const char list_usage[] = "usage: capsem list [--json]\n";
 
 int cli_list_main(int argc, char **argv)
@@ -411,20 +430,10 @@ int cli_create_main(int argc, char **argv)
                 }
                 json_object_set_new(body, a + 2, json_integer(n));
             } else if (!strcmp(a, "-e")) {
-                const char *eq = strchr(v, '=');
-                if (!eq || eq == v) {
+                if (!env_put(env, v)) {
                     usage_err("create", create_usage, "-e wants K=V, not", v);
                     goto out;
                 }
-                char k[256];
-                size_t kl = (size_t)(eq - v);
-                if (kl >= sizeof(k)) {
-                    usage_err("create", create_usage, "-e name too long:", v);
-                    goto out;
-                }
-                memcpy(k, v, kl);
-                k[kl] = '\0';
-                json_object_set_new(env, k, json_string(eq + 1));
             } else {
                 json_object_set_new(body, a + 2, json_string(v));
             }
@@ -568,17 +577,9 @@ static int ws_open(const char *home, const char *path, int *fd_out, int *status,
     struct daemon_addr d;
     int fd = -1, rc;
     *status = 0;
-    rc = daemon_find(home, &d, err, errlen);
+    rc = daemon_dial(home, &d, tok, &fd, err, errlen);
     if (rc)
         return rc;
-    rc = read_token(home, tok, err, errlen);
-    if (rc)
-        return rc;
-    rc = daemon_connect(&d, &fd, err, errlen);
-    if (rc) {
-        memset(tok, 0, sizeof(tok));
-        return rc;
-    }
     if (RAND_bytes(key, sizeof(key)) != 1) {
         memset(tok, 0, sizeof(tok));
         snprintf(err, errlen, "no random bytes for the WebSocket key");
@@ -649,6 +650,7 @@ out:
 
 struct xstream {
     const char *prog; /* message prefix: "capsem" or "capsem exec" */
+    const char *cmd;  /* the command's name, for the guest's reason it could not run */
     int fd;
     struct buf in, out;
     struct buf text;  /* a text message being put together from fragments */
@@ -730,6 +732,13 @@ static void xs_text(struct xstream *x, const uint8_t *p, size_t n)
         x->started = true;
     } else if (!strcmp(type, "exit")) {
         json_int_t c = json_integer_value(json_object_get(j, "code"));
+        /* Why the guest could not run it (126, 127), when the daemon says. */
+        const char *e = json_string_value(json_object_get(j, "error"));
+        if (e && e[0]) {
+            char esc[600];
+            log_escape(esc, sizeof(esc), e, strlen(e));
+            fprintf(stderr, "%s: %s: %s\n", x->prog, x->cmd, esc);
+        }
         if (json_is_true(json_object_get(j, "timed_out"))) {
             fprintf(stderr, "%s: timed out\n", x->prog);
             x->code = CAPSEM_EXIT_TIMEOUT;
@@ -847,37 +856,28 @@ static int64_t mono_ms(void)
 int cli_exec_stream(const char *home, const char *id, const struct cli_exec_stream_req *rq)
 {
     struct xstream x = {.prog = rq->prog ? rq->prog : "capsem",
+                        .cmd = rq->argc ? rq->argv[0] : "",
                         .fd = -1,
                         .stdin_open = true,
                         .unknown_is_1 = rq->unknown_session_1};
     char path[160], err[1200];
     char *start = NULL;
     int status = 0;
-    json_t *msg = NULL, *av = NULL, *env = NULL;
+    json_t *msg = NULL, *av = NULL;
     buf_init(&x.in, WS_IN_CAP);
     buf_init(&x.out, 0);
     buf_init(&x.text, WS_FRAME_MAX);
     x.code = CAPSEM_EXIT_FAILED;
     msg = json_object();
     av = json_array();
-    env = json_object();
-    if (!msg || !av || !env)
+    if (!msg || !av)
         goto out;
     for (size_t i = 0; i < rq->argc; i++)
         json_array_append_new(av, json_string(rq->argv[i]));
-    for (size_t i = 0; i < rq->n_env; i++) {
-        const char *eq = strchr(rq->env[i], '=');
-        char k[256];
-        if (!eq || (size_t)(eq - rq->env[i]) >= sizeof(k))
-            continue;
-        memcpy(k, rq->env[i], (size_t)(eq - rq->env[i]));
-        k[eq - rq->env[i]] = '\0';
-        json_object_set_new(env, k, json_string(eq + 1));
-    }
     json_object_set_new(msg, "type", json_string("start"));
     json_object_set(msg, "argv", av);
-    if (json_object_size(env))
-        json_object_set(msg, "env", env);
+    if (json_object_size(rq->env))
+        json_object_set(msg, "env", rq->env);
     if (rq->cwd)
         json_object_set_new(msg, "cwd", json_string(rq->cwd));
     json_object_set_new(msg, "timeout_s", json_integer(rq->timeout_s));
@@ -971,7 +971,6 @@ out:
     free(start);
     json_decref(msg);
     json_decref(av);
-    json_decref(env);
     buf_fini(&x.in);
     buf_fini(&x.out);
     buf_fini(&x.text);
@@ -1052,16 +1051,9 @@ int cli_exec_main(int argc, char **argv)
                 json_object_set_new(body, "timeout", json_integer(n));
             } else if (!strcmp(a, "--cwd")) {
                 json_object_set_new(body, "cwd", json_string(v));
-            } else {
-                const char *eq = strchr(v, '=');
-                char k[256];
-                if (!eq || eq == v || (size_t)(eq - v) >= sizeof(k)) {
-                    usage_err("exec", exec_usage, "-e wants K=V, not", v);
-                    goto out;
-                }
-                memcpy(k, v, (size_t)(eq - v));
-                k[eq - v] = '\0';
-                json_object_set_new(env, k, json_string(eq + 1));
+            } else if (!env_put(env, v)) {
+                usage_err("exec", exec_usage, "-e wants K=V, not", v);
+                goto out;
             }
         } else if (!id && a[0] != '-') {
             id = a;
@@ -1079,55 +1071,30 @@ int cli_exec_main(int argc, char **argv)
     if (!js) {
         /* Streamed: output as it comes, stdin forwarded, signals passed on. */
         char home[4096];
-        const char **envs = calloc(json_object_size(env) + 1, sizeof(*envs));
-        char **kv = calloc(json_object_size(env) + 1, sizeof(*kv));
-        size_t ne = 0;
-        const char *k;
-        json_t *v;
         sigset_t mask, old;
-        code = CAPSEM_EXIT_FAILED;
-        if (!envs || !kv) {
-            free(envs);
-            free(kv);
-            goto out;
-        }
-        json_object_foreach(env, k, v)
-        {
-            size_t n = strlen(k) + json_string_length(v) + 2;
-            kv[ne] = malloc(n);
-            if (!kv[ne])
-                break;
-            snprintf(kv[ne], n, "%s=%s", k, json_string_value(v));
-            envs[ne] = kv[ne];
-            ne++;
-        }
-        json_int_t to = json_integer_value(json_object_get(body, "timeout"));
-        const char *cwd = json_string_value(json_object_get(body, "cwd"));
         bool masked = cli_block_signals(0, &mask, &old);
         signal(SIGPIPE, SIG_IGN);
         int sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-        struct cli_exec_stream_req rq = {.prog = "capsem exec",
-                                         .argv = (const char *const *)argv + i,
-                                         .argc = (size_t)(argc - i),
-                                         .env = envs,
-                                         .n_env = ne,
-                                         .cwd = cwd,
-                                         .timeout_s = (unsigned)to,
-                                         .sig_fd = sfd,
-                                         .unknown_session_1 = true};
+        struct cli_exec_stream_req rq = {
+            .prog = "capsem exec",
+            .argv = (const char *const *)argv + i,
+            .argc = (size_t)(argc - i),
+            .env = env,
+            .cwd = json_string_value(json_object_get(body, "cwd")),
+            .timeout_s = (unsigned)json_integer_value(json_object_get(body, "timeout")),
+            .sig_fd = sfd,
+            .unknown_session_1 = true,
+        };
         home_dir(home, sizeof(home));
-        if (sfd < 0 || ne != json_object_size(env))
-            fprintf(stderr, "capsem exec: cannot set up: %s\n", strerror(errno));
+        code = CAPSEM_EXIT_FAILED;
+        if (sfd < 0)
+            fprintf(stderr, "capsem exec: cannot watch signals: %s\n", strerror(errno));
         else
             code = cli_exec_stream(home, id, &rq);
         if (sfd >= 0)
             close(sfd);
         if (masked)
             sigprocmask(SIG_SETMASK, &old, NULL);
-        for (size_t n = 0; n < ne; n++)
-            free(kv[n]);
-        free(kv);
-        free(envs);
         goto out;
     }
     for (; i < argc; i++)
@@ -1491,13 +1458,11 @@ static json_t *create_body(const struct cli_run_opts *o)
     json_object_set_new(b, "mem", json_integer(o->mem_mib));
     json_object_set_new(b, "cpus", json_integer(o->cpus));
     for (size_t i = 0; i < o->n_env; i++) {
+        /* cli_run_parse checked NAME=VALUE with a NAME of letters, digits and _. */
         const char *eq = strchr(o->env[i], '=');
-        char k[256];
-        if (!eq || (size_t)(eq - o->env[i]) >= sizeof(k))
-            continue;
-        memcpy(k, o->env[i], (size_t)(eq - o->env[i]));
-        k[eq - o->env[i]] = '\0';
-        json_object_set_new(env, k, json_string(eq + 1));
+        json_t *v = json_string(eq + 1);
+        if (!v || json_object_setn_new(env, o->env[i], (size_t)(eq - o->env[i]), v))
+            goto fail;
     }
     if (json_object_size(env))
         json_object_set(b, "env", env);

@@ -7,6 +7,7 @@
 #ifndef CAPSEM_SERVER_CLI_CLIENT_H
 #define CAPSEM_SERVER_CLI_CLIENT_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,8 +35,7 @@ struct cli_exec_stream_req {
     const char *prog;        /* prefix of messages on stderr ("capsem exec") */
     const char *const *argv; /* the command (borrowed) */
     size_t argc;
-    const char *const *env; /* "K=V" entries (borrowed), or NULL */
-    size_t n_env;
+    json_t *env;              /* object of strings for the command (borrowed), or NULL */
     const char *cwd;          /* absolute, or NULL for the agent's default */
     unsigned timeout_s;       /* the daemon kills the command after it; 0 = never */
     int64_t deadline_ms;      /* CLOCK_MONOTONIC ms: then capsem leaves (124); 0 = none */

@@ -13,7 +13,8 @@
  *   and --standalone;
  * - the daemon refusing the session (a name already running) or failing to
  *   boot it (a root image that does not exist): exit 125 with its message;
- * - an unknown session for `capsem exec`: exit 1 with the daemon's reason.
+ * - an unknown session for `capsem exec`: exit 1 with the daemon's reason;
+ * - a command the guest cannot start: 127 with the guest's reason.
  */
 #include "cli_client.h"
 #include "cli_run.h"
@@ -312,6 +313,12 @@ static void test_cli_run_daemon_streams_and_lists_stopped(void **state)
     assert_true(session_of(o.err, id));
     /* The run returns once the VM is gone: listed, stopped, right away. */
     assert_string_equal(listed_status(id), "stopped");
+    /* A command the guest cannot start: 127 and the guest's reason, as standalone. */
+    char *av2[] = {"run", "--rootfs", "none", "--", "/nonexistent-prog", NULL};
+    cli(M_RUN, av2, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 127);
+    assert_string_equal(o.out, "");
+    assert_non_null(strstr(o.err, "capsem: /nonexistent-prog: "));
 }
 
 static void test_cli_run_daemon_stdin_piped(void **state)
