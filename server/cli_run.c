@@ -325,12 +325,9 @@ out:
 /* ---- running ---------------------------------------------------------- */
 
 struct run {
-    struct loop *loop;
-    struct vm_runner *runner;
+    struct cli_vm vm;
     struct cli_paths *paths;
     const struct cli_run_opts *opts;
-    int sig_fd;
-    int timeout_fd;
     int stdin_fd;  /* fd watched for stdin: 0, or an always-ready eventfd */
     int always_fd; /* eventfd standing in for an unpollable stdin, or -1 */
     bool stdin_watched;
@@ -371,13 +368,14 @@ static void write_all(struct run *r, int fd, const uint8_t *p, size_t len, bool 
             *broken = true;
             return;
         }
-        struct pollfd pf[2] = {{.fd = fd, .events = POLLOUT}, {.fd = r->sig_fd, .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = fd, .events = POLLOUT},
+                               {.fd = r->vm.sig_fd, .events = POLLIN}};
         if (poll(pf, 2, -1) < 0 && errno != EINTR) {
             *broken = true;
             return;
         }
         struct signalfd_siginfo si;
-        if ((pf[1].revents & POLLIN) && read(r->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+        if ((pf[1].revents & POLLIN) && read(r->vm.sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si))
             handle_signal(r, (int)si.ssi_signo, true);
     }
 }
@@ -388,7 +386,7 @@ static void end_run(struct run *r, int code)
         return;
     r->finished = true;
     r->exit_code = code;
-    loop_stop(r->loop);
+    loop_stop(r->vm.loop);
 }
 
 static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
@@ -398,11 +396,11 @@ static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
     struct run *r = opaque;
     size_t nenv = 0;
     const char *const *env = cli_exec_env(r->opts, r->paths, &nenv);
-    int rc = vm_runner_exec(r->runner, (const char *const *)r->opts->cmd, r->opts->n_cmd, env, nenv,
-                            "/", true, &r->exec_id);
+    int rc = vm_runner_exec(r->vm.runner, (const char *const *)r->opts->cmd, r->opts->n_cmd, env,
+                            nenv, "/", true, &r->exec_id);
     if (rc) {
         fprintf(stderr, "capsem: cannot send the command to the guest: %s\n", strerror(-rc));
-        vm_runner_stop(r->runner);
+        vm_runner_stop(r->vm.runner);
         r->status = CAPSEM_EXIT_FAILED;
         r->have_status = true;
         return;
@@ -428,7 +426,7 @@ static void on_output(void *opaque, uint32_t id, int stream, const uint8_t *p, s
         bool was = r->stdout_broken;
         write_all(r, STDOUT_FILENO, p, len, &r->stdout_broken);
         /* Like a local pipeline: a closed stdout ends the writer with SIGPIPE. */
-        if (!was && r->stdout_broken && vm_runner_signal(r->runner, r->exec_id, SIGPIPE))
+        if (!was && r->stdout_broken && vm_runner_signal(r->vm.runner, r->exec_id, SIGPIPE))
             LOG_WARN("event=sigpipe_forward_failed");
     } else {
         bool ignored = false;
@@ -446,7 +444,7 @@ static void on_exit_msg(void *opaque, const struct ctl_exit *e)
     if (e->error[0])
         fprintf(stderr, "capsem: %s: %s\n", r->opts->cmd[0], e->error);
     stdin_watch(r, false);
-    vm_runner_stop(r->runner);
+    vm_runner_stop(r->vm.runner);
 }
 
 static void on_guest_error(void *opaque, uint32_t id, const char *msg)
@@ -458,7 +456,7 @@ static void on_guest_error(void *opaque, uint32_t id, const char *msg)
     r->status = CAPSEM_EXIT_FAILED;
     r->have_status = true;
     stdin_watch(r, false);
-    vm_runner_stop(r->runner);
+    vm_runner_stop(r->vm.runner);
 }
 
 static void on_drained(void *opaque)
@@ -503,7 +501,7 @@ static void stdin_eof(struct run *r)
 {
     stdin_watch(r, false);
     r->stdin_done = true;
-    if (vm_runner_send_stdin(r->runner, r->exec_id, NULL, 0))
+    if (vm_runner_send_stdin(r->vm.runner, r->exec_id, NULL, 0))
         LOG_DEBUG("event=stdin_eof_not_sent");
 }
 
@@ -519,14 +517,14 @@ static void on_stdin(void *opaque, uint32_t events)
         stdin_eof(r);
         return;
     }
-    int rc = vm_runner_send_stdin(r->runner, r->exec_id, chunk, (size_t)n);
+    int rc = vm_runner_send_stdin(r->vm.runner, r->exec_id, chunk, (size_t)n);
     if (rc) {
         LOG_WARN("event=stdin_forward_failed err=%d", rc);
         stdin_watch(r, false);
         r->stdin_done = true;
         return;
     }
-    if (vm_runner_pending(r->runner) >= CTL_CONN_HIGH_WATER)
+    if (vm_runner_pending(r->vm.runner) >= CTL_CONN_HIGH_WATER)
         stdin_watch(r, false);
 }
 
@@ -535,7 +533,7 @@ static void stdin_watch(struct run *r, bool on)
     if (r->stdin_done || on == r->stdin_watched)
         return;
     if (!on) {
-        loop_del(r->loop, r->stdin_fd);
+        loop_del(r->vm.loop, r->stdin_fd);
         r->stdin_watched = false;
         return;
     }
@@ -544,13 +542,13 @@ static void stdin_watch(struct run *r, bool on)
         stdin_eof(r); /* stdin is closed: the command sees an empty input */
         return;
     }
-    int rc = loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+    int rc = loop_add(r->vm.loop, r->stdin_fd, EPOLLIN, on_stdin, r);
     if (rc == -EPERM && r->always_fd < 0) {
         /* Regular files and /dev/null cannot be polled: they are always readable. */
         r->always_fd = eventfd(1, EFD_CLOEXEC | EFD_NONBLOCK);
         if (r->always_fd >= 0) {
             r->stdin_fd = r->always_fd;
-            rc = loop_add(r->loop, r->stdin_fd, EPOLLIN, on_stdin, r);
+            rc = loop_add(r->vm.loop, r->stdin_fd, EPOLLIN, on_stdin, r);
         }
     }
     if (rc) {
@@ -571,12 +569,12 @@ static bool handle_signal(struct run *r, int sig, bool in_runner_callback)
     if (sig == SIGINT && r->exec_started && !r->interrupted && !r->have_status) {
         /* First Ctrl-C goes to the command, as ssh does; a second one ends everything. */
         r->interrupted = true;
-        if (vm_runner_signal(r->runner, r->exec_id, SIGINT) == 0)
+        if (vm_runner_signal(r->vm.runner, r->exec_id, SIGINT) == 0)
             return false;
     }
     if (!in_runner_callback) {
-        vm_runner_destroy(r->runner);
-        r->runner = NULL;
+        vm_runner_destroy(r->vm.runner);
+        r->vm.runner = NULL;
     }
     end_run(r, 128 + sig);
     return true;
@@ -587,7 +585,7 @@ static void on_signal(void *opaque, uint32_t events)
     (void)events;
     struct run *r = opaque;
     struct signalfd_siginfo si;
-    if (read(r->sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+    if (read(r->vm.sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return;
     handle_signal(r, (int)si.ssi_signo, false);
 }
@@ -596,8 +594,8 @@ static void on_timeout(void *opaque, uint32_t events)
 {
     (void)events;
     struct run *r = opaque;
-    vm_runner_destroy(r->runner);
-    r->runner = NULL;
+    vm_runner_destroy(r->vm.runner);
+    r->vm.runner = NULL;
     fprintf(stderr, "capsem: timed out after %u s\n", r->opts->timeout_s);
     end_run(r, CAPSEM_EXIT_TIMEOUT);
 }
@@ -970,14 +968,87 @@ bool cli_block_signals(int extra, sigset_t *mask, sigset_t *old)
     return sigprocmask(SIG_BLOCK, mask, old) == 0;
 }
 
+int cli_vm_open(struct cli_vm *v, const struct cli_run_opts *o, int extra_signal, loop_fn signal_cb,
+                loop_fn timeout_cb, const struct vm_runner_ops *ops, void *opaque)
+{
+    sigset_t mask;
+    v->masked = cli_block_signals(extra_signal, &mask, &v->old_mask);
+    signal(SIGPIPE, SIG_IGN);
+    if (loop_create(&v->loop)) {
+        fprintf(stderr, "capsem: cannot create the event loop\n");
+        return -ENOMEM;
+    }
+    v->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    int rc = v->sig_fd < 0 ? -errno : loop_add(v->loop, v->sig_fd, EPOLLIN, signal_cb, opaque);
+    if (rc) {
+        fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(-rc));
+        return rc;
+    }
+    if (o->timeout_s) {
+        struct itimerspec its = {.it_value = {.tv_sec = o->timeout_s}};
+        v->timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        rc = v->timeout_fd < 0 || timerfd_settime(v->timeout_fd, 0, &its, NULL) < 0
+                 ? -errno
+                 : loop_add(v->loop, v->timeout_fd, EPOLLIN, timeout_cb, opaque);
+        if (rc) {
+            fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(-rc));
+            return rc;
+        }
+    }
+    if (vm_runner_create(v->loop, ops, opaque, &v->runner)) {
+        fprintf(stderr, "capsem: out of memory\n");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int cli_vm_boot(struct cli_vm *v, const struct cli_run_opts *o, struct cli_paths *p, bool terminal)
+{
+    char err[1024];
+    int rc = cli_session_prepare(o, p);
+    if (!rc)
+        rc = cli_net_start(v->loop, o, p);
+    if (rc)
+        return rc;
+    struct vm_runner_config cfg;
+    cli_runner_config(o, p, &cfg);
+    cfg.terminal = terminal;
+    rc = vm_runner_start(v->runner, &cfg, err, sizeof(err));
+    if (rc) {
+        fprintf(stderr, "capsem: %s\n", err);
+        cli_session_abandon(p);
+    }
+    return rc;
+}
+
+void cli_vm_stop(struct cli_vm *v, struct cli_paths *p)
+{
+    vm_runner_destroy(v->runner);
+    v->runner = NULL;
+    cli_net_stop(p);
+    cli_scratch_remove(p);
+}
+
+void cli_vm_close(struct cli_vm *v)
+{
+    if (v->timeout_fd >= 0)
+        close(v->timeout_fd);
+    if (v->sig_fd >= 0)
+        close(v->sig_fd);
+    v->timeout_fd = v->sig_fd = -1;
+    loop_destroy(v->loop);
+    v->loop = NULL;
+    if (v->masked)
+        sigprocmask(SIG_SETMASK, &v->old_mask, NULL);
+    v->masked = false;
+}
+
 int cli_run_main(int argc, char **argv)
 {
     struct cli_run_opts o;
     char err[1024];
     static struct cli_paths paths;
-    struct run r = {.sig_fd = -1, .timeout_fd = -1, .stdin_fd = STDIN_FILENO, .always_fd = -1};
-    sigset_t mask, old;
-    bool masked = false;
+    struct run r = {.vm = CLI_VM_INIT, .stdin_fd = STDIN_FILENO, .always_fd = -1};
     int code = CAPSEM_EXIT_FAILED;
     int saved_out = -1, saved_err = -1;
 
@@ -1009,68 +1080,30 @@ int cli_run_main(int argc, char **argv)
     if (cli_run_paths(&o, &paths))
         goto out;
 
-    /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
-    masked = cli_block_signals(0, &mask, &old);
-    signal(SIGPIPE, SIG_IGN);
     nonblock_if_pipe(STDOUT_FILENO, &saved_out);
     nonblock_if_pipe(STDERR_FILENO, &saved_err);
-    if (loop_create(&r.loop)) {
-        fprintf(stderr, "capsem: cannot create the event loop\n");
-        goto out;
-    }
-    r.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (r.sig_fd < 0 || loop_add(r.loop, r.sig_fd, EPOLLIN, on_signal, &r)) {
-        fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
-        goto out;
-    }
-    if (o.timeout_s) {
-        struct itimerspec its = {.it_value = {.tv_sec = o.timeout_s}};
-        r.timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-        if (r.timeout_fd < 0 || timerfd_settime(r.timeout_fd, 0, &its, NULL) < 0 ||
-            loop_add(r.loop, r.timeout_fd, EPOLLIN, on_timeout, &r)) {
-            fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(errno));
-            goto out;
-        }
-    }
-    if (vm_runner_create(r.loop, &runner_ops, &r, &r.runner)) {
-        fprintf(stderr, "capsem: out of memory\n");
-        goto out;
-    }
+    /* Signals become events on the loop; the VMM gets them unblocked (see vm_runner). */
     r.paths = &paths;
-    if (cli_session_prepare(&o, &paths) || cli_net_start(r.loop, &o, &paths))
+    if (cli_vm_open(&r.vm, &o, 0, on_signal, on_timeout, &runner_ops, &r) ||
+        cli_vm_boot(&r.vm, &o, &paths, false))
         goto out;
-    struct vm_runner_config cfg;
-    cli_runner_config(&o, &paths, &cfg);
-    if (vm_runner_start(r.runner, &cfg, err, sizeof(err))) {
-        fprintf(stderr, "capsem: %s\n", err);
-        cli_session_abandon(&paths);
-        goto out;
-    }
-    int rc = loop_run(r.loop);
+    int rc = loop_run(r.vm.loop);
     if (rc) {
         fprintf(stderr, "capsem: event loop failed: %s\n", strerror(-rc));
         goto out;
     }
     code = r.exit_code;
 out:
-    vm_runner_destroy(r.runner);
-    cli_net_stop(&paths);
-    cli_scratch_remove(&paths);
+    cli_vm_stop(&r.vm, &paths);
     if (r.stdin_watched)
-        loop_del(r.loop, r.stdin_fd);
+        loop_del(r.vm.loop, r.stdin_fd);
     if (r.always_fd >= 0)
         close(r.always_fd);
-    if (r.timeout_fd >= 0)
-        close(r.timeout_fd);
-    if (r.sig_fd >= 0)
-        close(r.sig_fd);
-    loop_destroy(r.loop);
+    cli_vm_close(&r.vm);
     if (saved_out >= 0)
         fcntl(STDOUT_FILENO, F_SETFL, saved_out);
     if (saved_err >= 0)
         fcntl(STDERR_FILENO, F_SETFL, saved_err);
-    if (masked)
-        sigprocmask(SIG_SETMASK, &old, NULL);
     cli_run_opts_fini(&o);
     return code;
 }

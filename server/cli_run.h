@@ -160,6 +160,51 @@ void cli_runner_config(const struct cli_run_opts *o, const struct cli_paths *p,
  */
 bool cli_block_signals(int extra, sigset_t *mask, sigset_t *old);
 
+struct vm_runner;
+struct vm_runner_ops;
+
+/*
+ * What `capsem run` and `capsem shell` set up alike around one VM: the event
+ * loop, the signalfd of the blocked signals, the --timeout timer and the
+ * runner. Start from CLI_VM_INIT.
+ */
+struct cli_vm {
+    struct loop *loop;
+    struct vm_runner *runner;
+    int sig_fd;     /* signalfd, or -1 */
+    int timeout_fd; /* --timeout timer, or -1 */
+    sigset_t old_mask;
+    bool masked; /* old_mask is to be restored */
+};
+#define CLI_VM_INIT                                                                                \
+    {                                                                                              \
+        .sig_fd = -1, .timeout_fd = -1                                                             \
+    }
+
+/*
+ * Block the session's signals (cli_block_signals with `extra_signal`), ignore
+ * SIGPIPE, create the loop, watch the signalfd with signal_cb, arm
+ * o->timeout_s with timeout_cb and create the runner with ops and opaque
+ * (borrowed). 0, or -errno with one `capsem: ...` line printed; release
+ * with cli_vm_stop() and cli_vm_close() either way.
+ */
+__attribute__((warn_unused_result)) int cli_vm_open(struct cli_vm *v, const struct cli_run_opts *o,
+                                                    int extra_signal, loop_fn signal_cb,
+                                                    loop_fn timeout_cb,
+                                                    const struct vm_runner_ops *ops, void *opaque);
+/*
+ * Prepare the session (cli_session_prepare), start its network
+ * (cli_net_start) and start the VM (with a terminal channel when `terminal`).
+ * 0, or -errno with the reason printed (a session directory made for
+ * nothing is removed again).
+ */
+__attribute__((warn_unused_result)) int cli_vm_boot(struct cli_vm *v, const struct cli_run_opts *o,
+                                                    struct cli_paths *p, bool terminal);
+/* Destroy the runner (the VMM killed and reaped), stop the network, remove the scratch disk. */
+void cli_vm_stop(struct cli_vm *v, struct cli_paths *p);
+/* Close the signalfd and timer, destroy the loop and restore the signal mask. */
+void cli_vm_close(struct cli_vm *v);
+
 /* The usage text of `capsem run`. */
 const char *cli_run_usage(void);
 

@@ -85,12 +85,9 @@ int cli_shell_parse(int argc, char **argv, struct cli_run_opts *o, char *err, si
 }
 
 struct shell {
-    struct loop *loop;
-    struct vm_runner *runner;
+    struct cli_vm vm;
     struct cli_paths *paths;
     const struct cli_run_opts *opts;
-    int sig_fd;
-    int timeout_fd;
     int tty_fd; /* the terminal whose size is followed (stdin or stdout), or -1 */
     bool raw;   /* stdin is in raw mode; `saved` restores it */
     struct termios saved;
@@ -145,7 +142,7 @@ static void end_shell(struct shell *s, int code)
         return;
     s->finished = true;
     s->exit_code = code;
-    loop_stop(s->loop);
+    loop_stop(s->vm.loop);
 }
 
 /* Write all of p[0..len) to a blocking or non-blocking fd; false when it broke. */
@@ -175,7 +172,7 @@ static void term_update(struct shell *s)
     if (s->term_fd < 0)
         return;
     uint32_t ev = EPOLLIN | (s->tq.len ? EPOLLOUT : 0);
-    if (loop_mod(s->loop, s->term_fd, ev))
+    if (loop_mod(s->vm.loop, s->term_fd, ev))
         LOG_WARN("event=terminal_watch_failed");
 }
 
@@ -183,13 +180,13 @@ static void term_close(struct shell *s)
 {
     if (s->term_fd < 0)
         return;
-    loop_del(s->loop, s->term_fd);
+    loop_del(s->vm.loop, s->term_fd);
     close(s->term_fd);
     s->term_fd = -1;
     s->tq.len = 0;
     stdin_watch(s, false);
     if (s->have_status)
-        vm_runner_stop(s->runner);
+        vm_runner_stop(s->vm.runner);
 }
 
 static void term_flush(struct shell *s)
@@ -272,11 +269,11 @@ static void stdin_watch(struct shell *s, bool on)
     if (on == s->stdin_watched || (on && (s->stdin_done || s->term_fd < 0)))
         return;
     if (!on) {
-        loop_del(s->loop, STDIN_FILENO);
+        loop_del(s->vm.loop, STDIN_FILENO);
         s->stdin_watched = false;
         return;
     }
-    int rc = loop_add(s->loop, STDIN_FILENO, EPOLLIN, on_stdin, s);
+    int rc = loop_add(s->vm.loop, STDIN_FILENO, EPOLLIN, on_stdin, s);
     if (rc) {
         /* /dev/null or a regular file: forward it whole, then the Ctrl-D. */
         uint8_t chunk[IN_CHUNK];
@@ -303,13 +300,13 @@ static void on_ready(void *opaque, const struct ctl_hello *h, int64_t boot_ms)
     window_size(s, &cols, &rows);
     size_t nenv = 0;
     const char *const *env = cli_exec_env(s->opts, s->paths, &nenv);
-    int rc = vm_runner_pty(s->runner, (const char *const *)s->opts->cmd, s->opts->n_cmd, env, nenv,
-                           "/root", cols, rows, &s->pty_id);
+    int rc = vm_runner_pty(s->vm.runner, (const char *const *)s->opts->cmd, s->opts->n_cmd, env,
+                           nenv, "/root", cols, rows, &s->pty_id);
     if (rc) {
         fprintf(stderr, "capsem: cannot ask the guest for a terminal: %s\n", strerror(-rc));
         s->status = CAPSEM_EXIT_FAILED;
         s->have_status = true;
-        vm_runner_stop(s->runner);
+        vm_runner_stop(s->vm.runner);
         return;
     }
     s->pty_sent = true;
@@ -324,10 +321,10 @@ static void on_terminal(void *opaque, uint32_t id, int fd)
         return;
     }
     s->term_seen = true;
-    if (loop_add(s->loop, fd, EPOLLIN, on_term, s)) {
+    if (loop_add(s->vm.loop, fd, EPOLLIN, on_term, s)) {
         close(fd);
         fprintf(stderr, "capsem: cannot watch the terminal connection\n");
-        vm_runner_stop(s->runner);
+        vm_runner_stop(s->vm.runner);
         return;
     }
     s->term_fd = fd;
@@ -348,7 +345,7 @@ static void on_exit_msg(void *opaque, const struct ctl_exit *e)
     }
     /* The agent closed the terminal before `exit`: finish once its bytes are read. */
     if (s->term_fd < 0)
-        vm_runner_stop(s->runner);
+        vm_runner_stop(s->vm.runner);
 }
 
 static void on_guest_error(void *opaque, uint32_t id, const char *msg)
@@ -360,7 +357,7 @@ static void on_guest_error(void *opaque, uint32_t id, const char *msg)
     fprintf(stderr, "capsem: the guest refused the terminal: %s\n", msg);
     s->status = CAPSEM_EXIT_FAILED;
     s->have_status = true;
-    vm_runner_stop(s->runner);
+    vm_runner_stop(s->vm.runner);
 }
 
 static void on_done(void *opaque, int err, const char *msg, const char *log_path)
@@ -395,14 +392,14 @@ static void on_signal(void *opaque, uint32_t events)
     (void)events;
     struct shell *s = opaque;
     struct signalfd_siginfo si;
-    if (read(s->sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+    if (read(s->vm.sig_fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
         return;
     if (si.ssi_signo == SIGWINCH) {
         term_queue_resize(s);
         return;
     }
-    vm_runner_destroy(s->runner);
-    s->runner = NULL;
+    vm_runner_destroy(s->vm.runner);
+    s->vm.runner = NULL;
     end_shell(s, 128 + (int)si.ssi_signo);
 }
 
@@ -410,8 +407,8 @@ static void on_timeout(void *opaque, uint32_t events)
 {
     (void)events;
     struct shell *s = opaque;
-    vm_runner_destroy(s->runner);
-    s->runner = NULL;
+    vm_runner_destroy(s->vm.runner);
+    s->vm.runner = NULL;
     raw_restore(s);
     fprintf(stderr, "capsem: timed out after %u s\n", s->opts->timeout_s);
     end_shell(s, CAPSEM_EXIT_TIMEOUT);
@@ -422,9 +419,7 @@ int cli_shell_main(int argc, char **argv)
     struct cli_run_opts o;
     char err[1024];
     static struct cli_paths paths;
-    struct shell s = {.sig_fd = -1, .timeout_fd = -1, .tty_fd = -1, .term_fd = -1};
-    sigset_t mask, old;
-    bool masked = false;
+    struct shell s = {.vm = CLI_VM_INIT, .tty_fd = -1, .term_fd = -1};
     int code = CAPSEM_EXIT_FAILED;
 
     buf_init(&s.tq, 64u << 20);
@@ -467,47 +462,16 @@ int cli_shell_main(int argc, char **argv)
     }
     s.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : (isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1);
 
-    masked = cli_block_signals(SIGWINCH, &mask, &old);
-    signal(SIGPIPE, SIG_IGN);
-    if (loop_create(&s.loop)) {
-        fprintf(stderr, "capsem: cannot create the event loop\n");
-        goto out;
-    }
-    s.sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (s.sig_fd < 0 || loop_add(s.loop, s.sig_fd, EPOLLIN, on_signal, &s)) {
-        fprintf(stderr, "capsem: cannot watch signals: %s\n", strerror(errno));
-        goto out;
-    }
-    if (o.timeout_s) {
-        struct itimerspec its = {.it_value = {.tv_sec = o.timeout_s}};
-        s.timeout_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-        if (s.timeout_fd < 0 || timerfd_settime(s.timeout_fd, 0, &its, NULL) < 0 ||
-            loop_add(s.loop, s.timeout_fd, EPOLLIN, on_timeout, &s)) {
-            fprintf(stderr, "capsem: cannot arm the timeout: %s\n", strerror(errno));
-            goto out;
-        }
-    }
-    if (vm_runner_create(s.loop, &runner_ops, &s, &s.runner)) {
-        fprintf(stderr, "capsem: out of memory\n");
-        goto out;
-    }
     s.paths = &paths;
-    if (cli_session_prepare(&o, &paths) || cli_net_start(s.loop, &o, &paths))
+    if (cli_vm_open(&s.vm, &o, SIGWINCH, on_signal, on_timeout, &runner_ops, &s) ||
+        cli_vm_boot(&s.vm, &o, &paths, true))
         goto out;
-    struct vm_runner_config cfg;
-    cli_runner_config(&o, &paths, &cfg);
-    cfg.terminal = true;
-    if (vm_runner_start(s.runner, &cfg, err, sizeof(err))) {
-        fprintf(stderr, "capsem: %s\n", err);
-        cli_session_abandon(&paths);
-        goto out;
-    }
     int rc = raw_enter(&s);
     if (rc) {
         fprintf(stderr, "capsem: cannot put the terminal in raw mode: %s\n", strerror(-rc));
         goto out;
     }
-    rc = loop_run(s.loop);
+    rc = loop_run(s.vm.loop);
     if (rc) {
         raw_restore(&s);
         fprintf(stderr, "capsem: event loop failed: %s\n", strerror(-rc));
@@ -515,24 +479,16 @@ int cli_shell_main(int argc, char **argv)
     }
     code = s.exit_code;
 out:
-    vm_runner_destroy(s.runner);
-    cli_net_stop(&paths);
-    cli_scratch_remove(&paths);
+    cli_vm_stop(&s.vm, &paths);
     raw_restore(&s);
     if (s.stdin_watched)
-        loop_del(s.loop, STDIN_FILENO);
+        loop_del(s.vm.loop, STDIN_FILENO);
     if (s.term_fd >= 0) {
-        loop_del(s.loop, s.term_fd);
+        loop_del(s.vm.loop, s.term_fd);
         close(s.term_fd);
     }
-    if (s.timeout_fd >= 0)
-        close(s.timeout_fd);
-    if (s.sig_fd >= 0)
-        close(s.sig_fd);
-    loop_destroy(s.loop);
+    cli_vm_close(&s.vm);
     buf_fini(&s.tq);
-    if (masked)
-        sigprocmask(SIG_SETMASK, &old, NULL);
     cli_run_opts_fini(&o);
     return code;
 }
