@@ -9,6 +9,7 @@
 #include "api.h"
 #include "cli_run.h"
 #include "log.h"
+#include "netsvc.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -179,21 +180,6 @@ static bool uint_field(json_t *o, const char *name, unsigned lo, unsigned hi, un
     return true;
 }
 
-/*
- * Whether the corp file ($CAPSEM_CORP_CONFIG, else /etc/capsem/corp.json;
- * its path into path) sets network.locked. A missing or unreadable file locks
- * nothing here (a bad one fails the boot with its own error).
- */
-static bool corp_locked(char *path, size_t len)
-{
-    const char *c = getenv("CAPSEM_CORP_CONFIG");
-    snprintf(path, len, "%s", c && c[0] ? c : "/etc/capsem/corp.json");
-    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
-    bool locked = json_is_true(json_object_get(json_object_get(j, "network"), "locked"));
-    json_decref(j);
-    return locked;
-}
-
 static const char *const agent_claude[] = {"claude"};
 static const char *const agent_gemini[] = {"gemini"};
 static const char *const agent_codex[] = {"codex"};
@@ -293,7 +279,7 @@ int api_sessions_create(struct api *api, const struct api_req *req, struct api_r
             goto bad;
         }
         char corp[4096];
-        if (corp_locked(corp, sizeof(corp))) {
+        if (netsvc_corp_locked(corp, sizeof(corp))) {
             snprintf(err, sizeof(err), "policy: the network policy is locked by %.400s", corp);
             rc = api_error(resp, 403, err);
             goto done;

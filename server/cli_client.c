@@ -387,7 +387,8 @@ int cli_list_main(int argc, char **argv)
 
 static const char create_usage[] =
     "usage: capsem create [--name NAME] [--rootfs FILE|none] [--mem MIB] [--cpus N]\n"
-    "                     [-e K=V]... [--no-net] [--agent claude|gemini|codex] [--json]\n"
+    "                     [-e K=V]... [--no-net] [--policy high|medium|open]\n"
+    "                     [--agent claude|gemini|codex] [--json]\n"
     "                     [-- CMD [ARG...]]\n";
 
 int cli_create_main(int argc, char **argv)
@@ -402,7 +403,8 @@ int cli_create_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool takes = !strcmp(a, "--name") || !strcmp(a, "--rootfs") || !strcmp(a, "--mem") ||
-                     !strcmp(a, "--cpus") || !strcmp(a, "-e") || !strcmp(a, "--agent");
+                     !strcmp(a, "--cpus") || !strcmp(a, "-e") || !strcmp(a, "--agent") ||
+                     !strcmp(a, "--policy");
         if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 json_array_append_new(cmd, json_string(argv[i]));
@@ -1476,6 +1478,8 @@ static json_t *create_body(const struct cli_run_opts *o)
     }
     if (o->no_net)
         json_object_set_new(b, "no_net", json_true());
+    if (o->policy)
+        json_object_set_new(b, "policy", json_string(o->policy));
     json_decref(env);
     return b;
 fail:

@@ -64,6 +64,8 @@ static const char usage_text[] =
     "                       kept after the run\n"
     "  --no-net             no network for the guest (by default a Debian-root guest reaches\n"
     "                       the outside through the host's policy proxy: docs/policy.md)\n"
+    "  --policy PRESET      this session's network preset (high, medium or open) in place\n"
+    "                       of the config's; refused when the corp file locks the policy\n"
     "  --scratch SIZE       a writable disk of SIZE (e.g. 4G; sparse, ext4) in the session\n"
     "                       directory for the root's writable layer instead of RAM;\n"
     "                       needs a root image; removed after the run\n"
@@ -128,7 +130,8 @@ enum opt_id {
     OPT_ROOTFS,
     OPT_WORKSPACE,
     OPT_NAME,
-    OPT_SCRATCH
+    OPT_SCRATCH,
+    OPT_POLICY
 };
 
 static const struct {
@@ -148,6 +151,7 @@ static const struct {
     {"--workspace", OPT_WORKSPACE},
     {"--name", OPT_NAME},
     {"--scratch", OPT_SCRATCH},
+    {"--policy", OPT_POLICY},
 };
 
 static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name, const char *v,
@@ -217,6 +221,13 @@ static int apply_value(struct cli_run_opts *o, enum opt_id id, const char *name,
             return 0;
         snprintf(err, errlen, "%s '%.80s': expected a size from 64M to 4T, such as 4G", name, v);
         return -EINVAL;
+    case OPT_POLICY:
+        if (strcmp(v, "high") && strcmp(v, "medium") && strcmp(v, "open")) {
+            snprintf(err, errlen, "%s '%.80s': expected high, medium or open", name, v);
+            return -EINVAL;
+        }
+        o->policy = v;
+        return 0;
     case OPT_NAME:
         if (!session_name_ok(v)) {
             snprintf(err, errlen,
@@ -864,7 +875,14 @@ int cli_net_start(struct loop *l, const struct cli_run_opts *o, struct cli_paths
             return rc;
         }
     }
-    struct netsvc_config nc = {.home = p->home, .session_dir = p->session_dir};
+    if (o->policy) {
+        char corp[4096];
+        if (netsvc_corp_locked(corp, sizeof(corp))) {
+            fprintf(stderr, "capsem: --policy: the network policy is locked by %s\n", corp);
+            return -EPERM;
+        }
+    }
+    struct netsvc_config nc = {.home = p->home, .session_dir = p->session_dir, .preset = o->policy};
     int rc = netsvc_start(l, &nc, &p->net, err, sizeof(err));
     if (rc) {
         fprintf(stderr, "capsem: network: %s\n", err);

@@ -39,7 +39,8 @@ struct cli_run_opts {
     const char *append; /* hidden debug option: extra kernel command line */
     /* --workspace DIR: shared at /root over virtio-fs; NULL = the session's own workspace */
     const char *workspace;
-    const char *name;                 /* --name NAME: session id and host name; NULL = random */
+    const char *name;   /* --name NAME: session id and host name; NULL = random */
+    const char *policy; /* --policy high|medium|open: the session's preset; NULL = as configured */
     unsigned long long scratch_bytes; /* --scratch SIZE: scratch disk size; 0 = none */
     bool keep_logs;
     bool no_net;            /* --no-net: the guest gets no network at all */

@@ -18,6 +18,7 @@
 #include "trace.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -328,6 +329,16 @@ int netsvc_set_preset(struct netsvc *n, const char *preset, char *err, size_t er
     snprintf(n->preset, sizeof(n->preset), "%s", preset ? preset : "");
     policy_store_set(n->store, pol);
     return 0;
+}
+
+bool netsvc_corp_locked(char *path, size_t len)
+{
+    const char *c = getenv("CAPSEM_CORP_CONFIG");
+    snprintf(path, len, "%s", c && c[0] ? c : "/etc/capsem/corp.json");
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, NULL);
+    bool locked = json_is_true(json_object_get(json_object_get(j, "network"), "locked"));
+    json_decref(j);
+    return locked;
 }
 
 int netsvc_flush(struct netsvc *n)

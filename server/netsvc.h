@@ -12,6 +12,7 @@
 
 #include "loop.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define NETSVC_PORT_PROXY 5002u
@@ -65,6 +66,13 @@ int netsvc_reload(struct netsvc *n, char *err, size_t errlen);
  */
 __attribute__((warn_unused_result)) int netsvc_set_preset(struct netsvc *n, const char *preset,
                                                           char *err, size_t errlen);
+/*
+ * Whether the corp file ($CAPSEM_CORP_CONFIG, else /etc/capsem/corp.json; its
+ * path into path) sets network.locked, so a session's own preset may not
+ * replace the user's. A missing or unreadable file locks nothing here (a bad
+ * one fails netsvc_start with its own error).
+ */
+bool netsvc_corp_locked(char *path, size_t len);
 /* Wait until every event so far is in the database. 0 or -errno. */
 int netsvc_flush(struct netsvc *n);
 /* Close every connection, stop the services, flush and close the database. Accepts NULL. */

@@ -196,6 +196,23 @@ static const char *listed_status(const char *id)
     return st;
 }
 
+/* The session's "policy" as GET /api/v1/sessions/ID shows it ("null" when none). */
+static const char *session_policy(const char *id)
+{
+    static char pol[32];
+    char err[512], path[160];
+    struct cli_http_resp r;
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s", id);
+    assert_int_equal(cli_http(home, "GET", path, NULL, &r, err, sizeof(err)), 0);
+    assert_int_equal(r.status, 200);
+    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    json_t *v = json_object_get(j, "policy");
+    snprintf(pol, sizeof(pol), "%s", json_is_string(v) ? json_string_value(v) : "null");
+    json_decref(j);
+    cli_http_resp_fini(&r);
+    return pol;
+}
+
 static bool wait_listed(const char *id, const char *want)
 {
     for (int i = 0; i < 300; i++) {
@@ -319,6 +336,25 @@ static void test_cli_run_daemon_streams_and_lists_stopped(void **state)
     assert_int_equal(o.code, 127);
     assert_string_equal(o.out, "");
     assert_non_null(strstr(o.err, "capsem: /nonexistent-prog: "));
+}
+
+/* --policy reaches the daemon's session; without it the session has none. */
+static void test_cli_run_daemon_policy(void **state)
+{
+    (void)state;
+    NEED_HOST_AGENT();
+    struct outcome o;
+    char id[64];
+    char *av[] = {"run", "--rootfs", "none", "--policy", "medium", "--", "true", NULL};
+    cli(M_RUN, av, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_true(session_of(o.err, id));
+    assert_string_equal(session_policy(id), "medium");
+    char *av2[] = {"run", "--rootfs", "none", "--", "true", NULL};
+    cli(M_RUN, av2, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_true(session_of(o.err, id));
+    assert_string_equal(session_policy(id), "null");
 }
 
 static void test_cli_run_daemon_stdin_piped(void **state)
@@ -549,6 +585,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli_run_daemon_streams_and_lists_stopped),
+        cmocka_unit_test(test_cli_run_daemon_policy),
         cmocka_unit_test(test_cli_run_daemon_stdin_piped),
         cmocka_unit_test(test_cli_run_no_daemon_is_standalone),
         cmocka_unit_test(test_cli_run_standalone_forced),

@@ -247,6 +247,32 @@ static void test_cli_run_parse_name_and_rootfs(void **state)
     }
 }
 
+/* --policy takes one of the three presets; anything else is refused, naming the option. */
+static void test_cli_run_parse_policy(void **state)
+{
+    (void)state;
+    struct cli_run_opts o;
+    char err[256];
+    const char *good[] = {"high", "medium", "open"};
+    for (size_t i = 0; i < 3; i++) {
+        char *a[] = {"run", "--policy", (char *)good[i], "--", "true"};
+        assert_int_equal(cli_run_parse(ARGC(a), a, &o, err, sizeof(err)), 0);
+        assert_string_equal(o.policy, good[i]);
+        cli_run_opts_fini(&o);
+    }
+    char *b[] = {"run", "--", "true"};
+    assert_int_equal(cli_run_parse(ARGC(b), b, &o, err, sizeof(err)), 0);
+    assert_null(o.policy);
+    cli_run_opts_fini(&o);
+    const char *bad[] = {"", "High", "strict", "default", "open "};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *c[] = {"run", "--policy", (char *)bad[i], "--", "true"};
+        expect_error(ARGC(c), c, "--policy");
+    }
+    char *d[] = {"run", "--policy"};
+    expect_error(ARGC(d), d, "--policy needs a value");
+}
+
 static void test_cli_run_parse_option_without_value(void **state)
 {
     (void)state;
@@ -859,6 +885,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cli_run_parse_unknown_option),
         cmocka_unit_test(test_cli_run_parse_workspace),
         cmocka_unit_test(test_cli_run_parse_name_and_rootfs),
+        cmocka_unit_test(test_cli_run_parse_policy),
         cmocka_unit_test(test_cli_run_parse_option_without_value),
         cmocka_unit_test(test_cli_run_parse_help_needs_no_command),
         cmocka_unit_test(test_cli_run_main_usage_error_exit_2),
