@@ -389,13 +389,16 @@ static int queue(struct sessions *m, enum work_kind k, struct sess *s, struct xr
     return queue_full(m, k, s, x, NULL, 0);
 }
 
-/* Forget queued work for s (about to be freed); lock held. */
-static void drop_work(struct sessions *m, struct sess *s)
+/*
+ * Forget queued work naming s, x or xs (each may be NULL: it matches nothing),
+ * about to be freed; lock held.
+ */
+static void drop_work_of(struct sessions *m, struct sess *s, struct xrec *x,
+                         struct sessions_xstream *xs)
 {
-    struct work **pp = &m->q;
-    while (*pp) {
+    for (struct work **pp = &m->q; *pp;) {
         struct work *w = *pp;
-        if (w->sess == s) {
+        if ((s && w->sess == s) || (x && w->x == x) || (xs && w->xs == xs)) {
             *pp = w->next;
             free(w);
         } else {
@@ -409,28 +412,11 @@ static void drop_work(struct sessions *m, struct sess *s)
 
 /* ---- loop thread ---------------------------------------------------------- */
 
-/* Forget queued work for x (about to be finished and freed by its waiter); lock held. */
-static void drop_work_x(struct sessions *m, struct xrec *x)
-{
-    for (struct work **pp = &m->q; *pp;) {
-        struct work *w = *pp;
-        if (w->x == x) {
-            *pp = w->next;
-            free(w);
-        } else {
-            pp = &w->next;
-        }
-    }
-    m->qtail = &m->q;
-    while (*m->qtail)
-        m->qtail = &(*m->qtail)->next;
-}
-
 static void exec_finish(struct xrec *x)
 {
     x->done = true;
     struct sess *s = x->sess;
-    drop_work_x(s->m, x);
+    drop_work_of(s->m, NULL, x, NULL);
     for (struct xrec **pp = &s->execs; *pp; pp = &(*pp)->next)
         if (*pp == x) {
             *pp = x->next;
@@ -443,24 +429,7 @@ static void exec_finish(struct xrec *x)
         pthread_cond_broadcast(&s->m->cv);
 }
 
-/* Forget queued work for stream xs (about to be freed); lock held. */
-static void drop_work_xs(struct sessions *m, struct sessions_xstream *xs)
-{
-    for (struct work **pp = &m->q; *pp;) {
-        struct work *w = *pp;
-        if (w->xs == xs) {
-            *pp = w->next;
-            free(w);
-        } else {
-            pp = &w->next;
-        }
-    }
-    m->qtail = &m->q;
-    while (*m->qtail)
-        m->qtail = &(*m->qtail)->next;
-}
-
-/* Free a stream; queued work naming it must be gone (drop_work_xs, lock held) or never made. */
+/* Free a stream; queued work naming it must be gone (drop_work_of, lock held) or never made. */
 static void xs_free(struct sessions_xstream *xs)
 {
     strv_free(xs->argv, xs->argc);
@@ -539,7 +508,7 @@ static void xs_end(struct sessions_xstream *xs, enum sessions_xs_kind kind, int 
     xs->next = NULL;
     xs->s = NULL;
     if (xs->detached) {
-        drop_work_xs(xs->m, xs);
+        drop_work_of(xs->m, NULL, NULL, xs);
         xs_free(xs);
     }
 }
@@ -649,7 +618,7 @@ static void sess_ended(struct sess *s, bool failed, const char *msg)
     LOG_INFO("event=session_%s id=%s", s->status, s->id);
     if (s->purge) {
         purge_dir(s->dir);
-        drop_work(s->m, s);
+        drop_work_of(s->m, s, NULL, NULL);
         unlink_sess(s->m, s);
         sess_free(s);
     }
@@ -1903,7 +1872,7 @@ void sessions_xs_detach(struct sessions_xstream *xs)
     buf_consume(&xs->q, xs->q.len);
     buf_consume(&xs->in, xs->in.len);
     if (xs->ended || !xs->s) {
-        drop_work_xs(m, xs);
+        drop_work_of(m, NULL, NULL, xs);
         xs_free(xs);
     } else if (queue_full(m, W_XKILL, xs->s, NULL, xs, SIGKILL) < 0) {
         /* Cannot reach the loop: the command lives until it ends; xs is freed then. */
