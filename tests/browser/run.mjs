@@ -779,7 +779,9 @@ const cases = {
     // monitor); the Terminal tab runs `echo hi` in its PTY through the
     // daemon's terminal WebSocket and shows hi; the list shows it running.
     async terminal_host(srv, browser) {
-        const r = await api(srv, 'sessions', 'POST', { name: 'hostpty', rootfs: 'none', no_net: true });
+        // The "guest" is this host: its login shell gets a HOME of ours, not the
+        // host's profile (which may wait on locks of its own, e.g. a version manager's).
+        const r = await api(srv, 'sessions', 'POST', { name: 'hostpty', rootfs: 'none', no_net: true, env: { HOME: srv.home } });
         check(!(r.status === 404 && r.data && r.data.error === 'no such route'), 'POST /api/v1/sessions answered "no such route": the session routes are not in this daemon yet');
         check(r.status === 201, `POST /api/v1/sessions gave ${r.status}: ${JSON.stringify(r.data)}`);
         try {
