@@ -876,6 +876,15 @@ const cases = {
             const bt = await blocked.first().textContent();
             check(bt.includes('403') && bt.includes('block'), `the blocked request's row: ${bt}`);
             check(loads.length === 0, `the page was reloaded: ${loads.join(', ')}`);
+            // The header's totals follow the new rows without a reload.
+            await page
+                .waitForFunction(() => {
+                    const dt = [...document.querySelectorAll('dl.stats dt')].find((d) => d.textContent === 'Requests');
+                    return dt && Number(dt.nextElementSibling.textContent.replace(/[^0-9]/g, '')) >= 2;
+                }, null, { timeout: 15000 })
+                .catch(async () => {
+                    throw new Failure(`the header's Requests total did not reach 2: ${await page.locator('dl.stats').textContent().catch(() => '')}`);
+                });
             await shot(page, 'network');
 
             await blocked.first().press('Enter');

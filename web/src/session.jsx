@@ -28,10 +28,24 @@ function Stats({ id }) {
                 setRes(r);
         };
         load();
+        // New telemetry rows for this session reload the totals (at most once a
+        // second); the slow poll covers a dropped event socket.
+        let pending = null;
+        const off = events.on((m) => {
+            const sid = m.session ?? m.session_id;
+            if (m.type !== 'telemetry' || String(sid) !== String(id) || pending)
+                return;
+            pending = setTimeout(() => {
+                pending = null;
+                load();
+            }, 1000);
+        });
         const t = setInterval(load, 5000);
         return () => {
             live = false;
+            off();
             clearInterval(t);
+            clearTimeout(pending);
         };
     }, [id]);
     if (!res || !res.ok || !res.data)
