@@ -15,6 +15,7 @@
 #include "vm_runner.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -741,15 +742,35 @@ static void settle_rootfs(struct cli_paths *p)
     }
 }
 
-int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
+/*
+ * A preparation failure: the reason into err when the caller gave one (the
+ * daemon shows it as the session's reason), else one `capsem: ...` line on
+ * stderr as `capsem run` prints it.
+ */
+__attribute__((format(printf, 3, 4))) static void prep_fail(char *err, size_t errlen,
+                                                            const char *fmt, ...)
+{
+    char line[1600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (err && errlen)
+        snprintf(err, errlen, "%s", line);
+    else
+        fprintf(stderr, "capsem: %s\n", line);
+}
+
+int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p, char *why, size_t whylen)
 {
     int rc;
     char err[1200];
     char cache[4200];
     settle_rootfs(p);
     if (o->scratch_bytes && !p->rootfs[0]) {
-        fprintf(stderr, "capsem: --scratch holds the root filesystem's writable layer: it needs "
-                        "a root image (the built Debian image, or --rootfs IMG)\n");
+        prep_fail(why, whylen,
+                  "--scratch holds the root filesystem's writable layer: it needs a root image "
+                  "(the built Debian image, or --rootfs IMG)");
         return -EINVAL;
     }
     if (o->unverified_assets) {
@@ -782,7 +803,7 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
             else
                 hint = " (`cmake --build build` makes the guest assets; or set CAPSEM_ASSETS, "
                        "or pass --kernel/--initrd)";
-            fprintf(stderr, "capsem: %s%s\n", err, hint);
+            prep_fail(why, whylen, "%s%s", err, hint);
             return rc;
         }
     }
@@ -792,7 +813,7 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
     } else {
         rc = session_id_random(p->session_id);
         if (rc) {
-            fprintf(stderr, "capsem: cannot pick a session id: %s\n", strerror(-rc));
+            prep_fail(why, whylen, "cannot pick a session id: %s", strerror(-rc));
             return rc;
         }
         /* "capsem-" and 12 hex digits: well within the 63 of a host name. */
@@ -806,7 +827,7 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
         rc = session_dir_make(p->home, p->session_id, p->session_dir, sizeof(p->session_dir), ws,
                               sizeof(ws), &created, err, sizeof(err));
         if (rc) {
-            fprintf(stderr, "capsem: %s\n", err);
+            prep_fail(why, whylen, "%s", err);
             return rc;
         }
         p->session_created = created;
@@ -824,7 +845,7 @@ int cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p)
         snprintf(path, sizeof(path), "%s/scratch.img", p->session_dir);
         rc = session_scratch_make(path, o->scratch_bytes, "mkfs.ext4", err, sizeof(err));
         if (rc) {
-            fprintf(stderr, "capsem: scratch disk: %s\n", err);
+            prep_fail(why, whylen, "scratch disk: %s", err);
             cli_session_abandon(p);
             return rc;
         }
@@ -1023,7 +1044,7 @@ int cli_vm_open(struct cli_vm *v, const struct cli_run_opts *o, int extra_signal
 int cli_vm_boot(struct cli_vm *v, const struct cli_run_opts *o, struct cli_paths *p, bool terminal)
 {
     char err[1024];
-    int rc = cli_session_prepare(o, p);
+    int rc = cli_session_prepare(o, p, NULL, 0);
     if (!rc)
         rc = cli_net_start(v->loop, o, p);
     if (rc)

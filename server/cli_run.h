@@ -105,10 +105,14 @@ __attribute__((warn_unused_result)) int cli_run_paths(const struct cli_run_opts 
  * name and make the session directory with its workspace unless
  * --workspace was given (its path printed once on stderr when new), and
  * with --scratch the scratch disk in it (p->scratch; needs a root image).
- * 0, or -errno with one `capsem: ...` line printed (the caller exits 125).
+ * 0, or -errno with the reason (naming the file for an integrity failure)
+ * in why[0..whylen) when why is not NULL, else printed as one `capsem: ...`
+ * line (the caller exits 125). Notes that are not failures still go to
+ * stderr. Any thread: it reads the environment, so nothing may change it
+ * meanwhile.
  */
-__attribute__((warn_unused_result)) int cli_session_prepare(const struct cli_run_opts *o,
-                                                            struct cli_paths *p);
+__attribute__((warn_unused_result)) int
+cli_session_prepare(const struct cli_run_opts *o, struct cli_paths *p, char *why, size_t whylen);
 
 /* Remove the scratch disk this run made (if any); at the end of every run. */
 void cli_scratch_remove(struct cli_paths *p);

@@ -5,6 +5,16 @@
  * through an eventfd, then wait on a condition variable where they need an
  * answer (exec). The mutex is recursive because runner callbacks, which
  * take it, may run from inside runner calls made with it held.
+ *
+ * A boot starts in two halves. The preparation (asset paths, the SHA-256 of
+ * the kernel, initramfs and root image, the session directory: file I/O
+ * that takes seconds for a new image) runs on a thread of the session's own
+ * without the mutex, so the loop keeps serving every other session; when it
+ * ends, the thread queues W_PREPPED and the loop, which owns every runner
+ * and network service, does the rest (network, preset, the VM). One thread
+ * per booting session rather than one shared worker: a new image being
+ * hashed for one session does not hold back another whose assets are
+ * cached, and booting sessions are few.
  */
 #include "sessions.h"
 
@@ -36,6 +46,7 @@
 
 enum work_kind {
     W_BOOT,
+    W_PREPPED, /* a session's preparation ended: boot it or settle it */
     W_STOP,
     W_EXEC,
     W_KILL,
@@ -71,6 +82,23 @@ struct sessions_viewer {
 };
 
 struct sess;
+struct work;
+
+/*
+ * A session's preparation on its own thread. The thread owns p and why
+ * until it links `done` into the work queue (under the manager's mutex);
+ * the loop then joins it and takes p. rc and why are written by the thread
+ * before it links `done` and read by the loop after.
+ */
+struct prep {
+    struct sessions *m;
+    struct sess *s;
+    pthread_t th;
+    struct cli_paths *p;
+    struct work *done; /* the W_PREPPED item, made before the thread starts */
+    int rc;
+    char why[1024];
+};
 
 /*
  * One exec stream (all fields under the manager's mutex). Freed when both
@@ -131,7 +159,7 @@ struct sess {
     struct sessions *m;
     char id[SESSION_NAME_MAX + 1];
     char status[16];
-    char reason[512];
+    char reason[1024];
     long long created;
     struct timespec t0; /* when it became running */
     json_t *command;    /* array of strings, or NULL */
@@ -145,6 +173,7 @@ struct sess {
     char **o_cmd;
     const char **o_env;
     struct cli_paths *p;
+    struct prep *prep; /* the preparation under way (status booting), or NULL */
     struct vm_runner *r;
     uint32_t main_id;
     bool has_main, stopping, purge;
@@ -173,6 +202,9 @@ struct sessions {
     bool started;
     struct work *q, **qtail;
     struct sess *list;
+    /* Test hook (sessions_set_prep_hook), under mu. */
+    void (*prep_hook)(void *opaque, const char *id);
+    void *prep_opaque;
 };
 
 static const struct vm_runner_ops runner_ops;
@@ -364,6 +396,17 @@ static void unlink_sess(struct sessions *m, struct sess *s)
         }
 }
 
+/* Append a made work item (taking it) and wake the loop; lock held. */
+static void queue_link(struct sessions *m, struct work *w)
+{
+    w->next = NULL;
+    *m->qtail = w;
+    m->qtail = &w->next;
+    uint64_t one = 1;
+    if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        LOG_WARN("event=sessions_wake_failed err=%s", strerror(errno));
+}
+
 /* Queue a work item and wake the loop; lock held. */
 static int queue_full(struct sessions *m, enum work_kind k, struct sess *s, struct xrec *x,
                       struct sessions_xstream *xs, int sig)
@@ -376,11 +419,7 @@ static int queue_full(struct sessions *m, enum work_kind k, struct sess *s, stru
     w->x = x;
     w->xs = xs;
     w->sig = sig;
-    *m->qtail = w;
-    m->qtail = &w->next;
-    uint64_t one = 1;
-    if (write(m->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-        LOG_WARN("event=sessions_wake_failed err=%s", strerror(errno));
+    queue_link(m, w);
     return 0;
 }
 
@@ -922,23 +961,104 @@ static const struct vm_runner_ops runner_ops = {
     .on_done = on_done,
 };
 
-/* Boot session s the way `capsem run` does; lock held. */
+/* The preparing thread: paths, integrity, directory; no lock held while it works. */
+static void *prep_main(void *arg)
+{
+    struct prep *pr = arg;
+    struct sessions *m = pr->m;
+    /* s->o and s->id stay as they are while the session is booting (sessions_start refuses a
+     * live name), so they are read here without the lock. */
+    struct sess *s = pr->s;
+    int rc = cli_run_paths(&s->o, pr->p);
+    if (rc)
+        snprintf(pr->why, sizeof(pr->why),
+                 "a path (CAPSEM_HOME, CAPSEM_ASSETS, CAPSEM_VMM or the root image) is too long");
+    else
+        rc = cli_session_prepare(&s->o, pr->p, pr->why, sizeof(pr->why));
+    pthread_mutex_lock(&m->mu);
+    void (*hook)(void *, const char *) = m->prep_hook;
+    void *hook_opaque = m->prep_opaque;
+    pthread_mutex_unlock(&m->mu);
+    if (hook)
+        hook(hook_opaque, s->id);
+    pthread_mutex_lock(&m->mu);
+    pr->rc = rc;
+    queue_link(m, pr->done);
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* Start session s's preparation on a thread of its own; lock held. */
 static void do_boot(struct sessions *m, struct sess *s)
 {
-    char err[1024];
     if (s->stopping) {
         sess_ended(s, false, NULL);
         return;
     }
-    if (!s->p)
-        s->p = calloc(1, sizeof(*s->p));
-    if (!s->p || cli_run_paths(&s->o, s->p) || cli_session_prepare(&s->o, s->p)) {
-        sess_ended(s, true,
-                   "cannot prepare the session (assets, integrity or directory; "
-                   "see the daemon's log)");
+    struct prep *pr = calloc(1, sizeof(*pr));
+    if (!pr || !(pr->p = calloc(1, sizeof(*pr->p))) || !(pr->done = calloc(1, sizeof(*pr->done)))) {
+        if (pr) {
+            free(pr->p);
+            free(pr->done);
+        }
+        free(pr);
+        sess_ended(s, true, "out of memory");
         return;
     }
-    snprintf(s->dir, sizeof(s->dir), "%s", s->p->session_dir);
+    pr->m = m;
+    pr->s = s;
+    pr->done->kind = W_PREPPED;
+    pr->done->sess = s;
+    int rc = pthread_create(&pr->th, NULL, prep_main, pr);
+    if (rc) {
+        free(pr->p);
+        free(pr->done);
+        free(pr);
+        char why[128];
+        snprintf(why, sizeof(why), "cannot start the session's preparation: %s", strerror(rc));
+        sess_ended(s, true, why);
+        return;
+    }
+    s->prep = pr;
+}
+
+/*
+ * Wait for s's preparing thread (it has queued its W_PREPPED or is about to)
+ * and take its paths into s; the result into *rc and why. Lock held or not.
+ */
+static void prep_join(struct sess *s, int *rc, char *why, size_t whylen)
+{
+    struct prep *pr = s->prep;
+    pthread_join(pr->th, NULL);
+    s->prep = NULL;
+    free(s->p);
+    s->p = pr->p;
+    *rc = pr->rc;
+    snprintf(why, whylen, "%s", pr->why);
+    free(pr);
+}
+
+/* The preparation ended (W_PREPPED): boot the VM the way `capsem run` does; lock held. */
+static void boot_prepared(struct sessions *m, struct sess *s)
+{
+    char err[1024];
+    int rc = 0;
+    if (!s->prep)
+        return;
+    prep_join(s, &rc, err, sizeof(err));
+    pthread_cond_broadcast(&m->cv);
+    if (s->p->session_dir[0])
+        snprintf(s->dir, sizeof(s->dir), "%s", s->p->session_dir);
+    if (s->stopping) {
+        /* Stopped (or purged) while it was prepared: no VM. */
+        sess_ended(s, false, NULL);
+        return;
+    }
+    if (rc) {
+        LOG_WARN("event=session_prepare_failed id=%s reason=\"%s\"", s->id, err);
+        sess_ended(s, true, err[0] ? err : "cannot prepare the session");
+        return;
+    }
     if (cli_net_start(m->loop, &s->o, s->p)) {
         sess_ended(s, true, "cannot start the network services (see the daemon's log)");
         return;
@@ -986,6 +1106,9 @@ static void on_wake(void *opaque, uint32_t events)
         switch (kind) {
         case W_BOOT:
             do_boot(m, s);
+            break;
+        case W_PREPPED:
+            boot_prepared(m, s);
             break;
         case W_STOP:
             if (s->r)
@@ -1180,7 +1303,7 @@ out:
 static bool any_live(struct sessions *m)
 {
     for (struct sess *s = m->list; s; s = s->next)
-        if (s->r)
+        if (s->r || s->prep)
             return true;
     return false;
 }
@@ -1206,7 +1329,18 @@ void sessions_destroy(struct sessions *m)
         loop_stop(m->loop);
         pthread_join(m->th, NULL);
     }
-    /* The loop is stopped: whatever is left is torn down here. */
+    /* The loop is stopped: whatever is left is torn down here. A preparation still running
+     * (hashing a large image past the wait) is waited for: its thread uses the session and
+     * links its W_PREPPED into the queue, freed below. */
+    for (struct sess *s = m->list; s; s = s->next)
+        if (s->prep) {
+            int rc = 0;
+            char why[1024];
+            prep_join(s, &rc, why, sizeof(why));
+            s->stopping = true;
+            s->purge = false;
+            sess_ended(s, false, NULL);
+        }
     while (m->q) {
         struct work *w = m->q;
         m->q = w->next;
@@ -1521,6 +1655,15 @@ void sessions_exec_result_fini(struct sessions_exec_result *res)
     free(res->err);
     res->out = res->err = NULL;
     res->out_len = res->err_len = 0;
+}
+
+void sessions_set_prep_hook(struct sessions *m, void (*hook)(void *opaque, const char *id),
+                            void *opaque)
+{
+    pthread_mutex_lock(&m->mu);
+    m->prep_hook = hook;
+    m->prep_opaque = opaque;
+    pthread_mutex_unlock(&m->mu);
 }
 
 int sessions_log_path(struct sessions *m, const char *id, char *buf, size_t len)

@@ -68,14 +68,17 @@ struct sessions_exec_result {
  * 0 or -errno.
  */
 __attribute__((warn_unused_result)) int sessions_create(const char *home, struct sessions **out);
-/* Stop every running session (orderly, with a bounded wait), join the thread, free. NULL is fine.
- */
+/* Stop every running session (orderly, with a bounded wait), wait for preparations under way,
+ * join the threads, free. NULL is fine. */
 void sessions_destroy(struct sessions *s);
 
 /*
- * Start a session: checks the name (-EINVAL bad, -EEXIST taken), then boots
+ * Start a session: checks the name (-EINVAL bad, -EEXIST taken), then
+ * prepares it on a thread of its own (asset integrity, directory) and boots
  * it on the loop thread. On success *out is the session's JSON (status
- * "booting"; the caller owns it). -errno with a reason in err otherwise.
+ * "booting"; the caller owns it); a later failure shows as status "failed"
+ * with its reason (for a bad asset, naming the file). -errno with a reason
+ * in err otherwise.
  */
 __attribute__((warn_unused_result)) int sessions_start(struct sessions *s,
                                                        const struct sessions_spec *spec,
@@ -105,6 +108,15 @@ __attribute__((warn_unused_result)) int sessions_exec_run(struct sessions *s, co
 void sessions_exec_result_fini(struct sessions_exec_result *res);
 /* End every exec being waited for now (error "the daemon is stopping"), so waiters return. */
 void sessions_cancel_execs(struct sessions *s);
+
+/*
+ * For tests: `hook(opaque, id)` is called on a booting session's preparing
+ * thread, with no lock held, after the preparation (assets checked,
+ * directory made) and before the boot goes back to the loop, so a test can
+ * hold a session in "booting". NULL removes it.
+ */
+void sessions_set_prep_hook(struct sessions *s, void (*hook)(void *opaque, const char *id),
+                            void *opaque);
 
 /* Path of the session's log (vm.log) into buf, or -ENOENT when none is known. */
 __attribute__((warn_unused_result)) int sessions_log_path(struct sessions *s, const char *id,
