@@ -10,7 +10,13 @@
  *   argv, cwd, timeout, stdin, purge): 400 naming that field, and no session
  *   is made;
  * - a name already running: 409; exec in a session that is not running: 409;
- * - a VM that fails to boot: status "failed" with its reason.
+ * - a VM that fails to boot: status "failed" with its reason;
+ * - a root image whose contents differ from the recorded SHA-256, or with
+ *   no recorded SHA-256: status "failed" with a reason naming the file (in
+ *   GET and in session.json), no VM started;
+ * - a stop, a purge or the manager's end while a session is being prepared:
+ *   it ends stopped (purged: gone with its directory) without a VM, once the
+ *   preparation is over.
  */
 #include "api.h"
 #include "auth.h"
@@ -28,6 +34,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,6 +50,8 @@ static struct auth *auth;
 static struct api *api;
 static struct sessions *mgr;
 static char bearer[128];
+static char self_hash[65];
+static struct integrity_built built;
 
 static bool kvm_usable(void)
 {
@@ -378,6 +387,271 @@ static void test_sessions_boot_failure_is_reported(void **state)
     json_decref(j);
 }
 
+/* ---- the preparation on its own thread ---- */
+
+/* The prep hook's gate: sessions held in "booting" until the test opens it. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, left;
+    bool open;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, false};
+
+static void gate_hook(void *opaque, const char *id)
+{
+    (void)opaque;
+    (void)id;
+    pthread_mutex_lock(&gate.mu);
+    gate.entered++;
+    pthread_cond_broadcast(&gate.cv);
+    /* Bounded, so a broken test cannot hang the run: 60 s. */
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 60;
+    while (!gate.open && pthread_cond_timedwait(&gate.cv, &gate.mu, &dl) == 0)
+        ;
+    gate.left++;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static void gate_close(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.entered = gate.left = 0;
+    gate.open = false;
+    pthread_mutex_unlock(&gate.mu);
+    sessions_set_prep_hook(mgr, gate_hook, NULL);
+}
+
+static void gate_open(void)
+{
+    pthread_mutex_lock(&gate.mu);
+    gate.open = true;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+/* Wait (up to 20 s) until n preparations are held at the gate at the same time. */
+static void gate_wait_entered(int n)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 20;
+    pthread_mutex_lock(&gate.mu);
+    while (gate.entered < n && pthread_cond_timedwait(&gate.cv, &gate.mu, &dl) == 0)
+        ;
+    int got = gate.entered, left = gate.left;
+    pthread_mutex_unlock(&gate.mu);
+    assert_int_equal(got, n);
+    assert_int_equal(left, 0);
+}
+
+static void create(const char *body)
+{
+    assert_int_equal(call("POST", "/api/v1/sessions", body, bearer, NULL), 201);
+}
+
+static void purge(const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s", id);
+    q_purge = "1";
+    assert_int_equal(call("DELETE", path, NULL, bearer, NULL), 200);
+    q_purge = NULL;
+    wait_status(id, "gone");
+}
+
+/* One field of session id's JSON into buf ("" when absent). */
+static const char *field_of(const char *id, const char *key, char *buf, size_t len)
+{
+    char path[128];
+    json_t *j = NULL;
+    snprintf(path, sizeof(path), "/api/v1/sessions/%s", id);
+    assert_int_equal(call("GET", path, NULL, bearer, &j), 200);
+    const char *v = json_string_value(json_object_get(j, key));
+    snprintf(buf, len, "%s", v ? v : "");
+    json_decref(j);
+    return buf;
+}
+
+/* A session held in its preparation does not hold up an exec in a running one: the exec
+ * completes while the other is still "booting". */
+static void test_sessions_prepare_does_not_stall_exec(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    setenv("FAKE_VMM_MODE", "echo", 1);
+    create("{\"name\":\"run1\",\"rootfs\":\"none\"}");
+    wait_status("run1", "running");
+    gate_close();
+    create("{\"name\":\"prep1\",\"rootfs\":\"none\"}");
+    gate_wait_entered(1);
+    json_t *j = NULL;
+    assert_int_equal(call("POST", "/api/v1/sessions/run1/exec",
+                          "{\"argv\":[\"cat\"],\"stdin\":\"while booting\\n\"}", bearer, &j),
+                     200);
+    assert_string_equal(json_string_value(json_object_get(j, "stdout")), "while booting\n");
+    json_decref(j);
+    assert_string_equal(status_of("prep1"), "booting");
+    /* An exec in the session being prepared is refused, not queued behind it. */
+    assert_int_equal(
+        call("POST", "/api/v1/sessions/prep1/exec", "{\"argv\":[\"true\"]}", bearer, NULL), 409);
+    gate_open();
+    wait_status("prep1", "running");
+    sessions_set_prep_hook(mgr, NULL, NULL);
+    purge("run1");
+    purge("prep1");
+}
+
+/* Two sessions are prepared at the same time (both held at the gate at once), then both boot. */
+static void test_sessions_prepare_two_at_once(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    setenv("FAKE_VMM_MODE", "echo", 1);
+    gate_close();
+    create("{\"name\":\"pa\",\"rootfs\":\"none\"}");
+    create("{\"name\":\"pb\",\"rootfs\":\"none\"}");
+    gate_wait_entered(2);
+    assert_string_equal(status_of("pa"), "booting");
+    assert_string_equal(status_of("pb"), "booting");
+    gate_open();
+    wait_status("pa", "running");
+    wait_status("pb", "running");
+    sessions_set_prep_hook(mgr, NULL, NULL);
+    purge("pa");
+    purge("pb");
+}
+
+/* Stopped while prepared: stopped without a VM (no log); purged: its directory, which the
+ * preparation made, is gone once the preparation is over. */
+static void test_sessions_stop_and_purge_while_preparing(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    setenv("FAKE_VMM_MODE", "echo", 1);
+    gate_close();
+    create("{\"name\":\"st1\",\"rootfs\":\"none\"}");
+    create("{\"name\":\"pu1\",\"rootfs\":\"none\"}");
+    gate_wait_entered(2);
+    json_t *j = NULL;
+    assert_int_equal(call("DELETE", "/api/v1/sessions/st1", NULL, bearer, &j), 200);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "stopping");
+    json_decref(j);
+    q_purge = "1";
+    assert_int_equal(call("DELETE", "/api/v1/sessions/pu1", NULL, bearer, NULL), 200);
+    q_purge = NULL;
+    char dir[400];
+    snprintf(dir, sizeof(dir), "%s/sessions/pu1", home);
+    assert_int_equal(access(dir, F_OK), 0); /* made by the preparation, kept until it ends */
+    assert_string_equal(status_of("pu1"), "booting");
+    gate_open();
+    wait_status("st1", "stopped");
+    wait_status("pu1", "gone");
+    assert_int_equal(access(dir, F_OK), -1);
+    char buf[512];
+    assert_string_equal(field_of("st1", "log", buf, sizeof(buf)), "");
+    assert_string_equal(field_of("st1", "reason", buf, sizeof(buf)), "");
+    sessions_set_prep_hook(mgr, NULL, NULL);
+    purge("st1");
+}
+
+static void *open_gate_later(void *arg)
+{
+    (void)arg;
+    /* Lets sessions_destroy start waiting first; the outcome asserted holds either way. */
+    usleep(300000);
+    gate_open();
+    return NULL;
+}
+
+/* The manager ends while a session is being prepared: it waits for the preparation, the
+ * session is left stopped on disk, nothing leaks (ASan build). */
+static void test_sessions_destroy_while_preparing(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    setenv("FAKE_VMM_MODE", "echo", 1);
+    gate_close();
+    create("{\"name\":\"de1\",\"rootfs\":\"none\"}");
+    gate_wait_entered(1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, open_gate_later, NULL), 0);
+    api_sessions_attach(NULL);
+    sessions_destroy(mgr);
+    mgr = NULL;
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&gate.mu);
+    int left = gate.left;
+    pthread_mutex_unlock(&gate.mu);
+    assert_int_equal(left, 1); /* the preparation was over before destroy returned */
+    char sj[400];
+    snprintf(sj, sizeof(sj), "%s/sessions/de1/session.json", home);
+    json_t *disk = json_load_file(sj, 0, NULL);
+    assert_non_null(disk);
+    assert_string_equal(json_string_value(json_object_get(disk, "status")), "stopped");
+    json_decref(disk);
+    assert_int_equal(sessions_create(home, &mgr), 0);
+    api_sessions_attach(mgr);
+    assert_string_equal(status_of("de1"), "stopped");
+    purge("de1");
+}
+
+/* A root image that differs from its recorded SHA-256, and one with none recorded: failed,
+ * with the reason naming the file, in GET and on disk; no VM started. */
+static void test_sessions_bad_asset_reason_names_file(void **state)
+{
+    (void)state;
+    if (!kvm_usable())
+        skip();
+    setenv("FAKE_VMM_MODE", "echo", 1);
+    char img[400], body[600], buf[1200];
+    snprintf(img, sizeof(img), "%s/tampered-root.img", home);
+    copy_file(self_exe, img);
+    /* Recorded: this binary's hash with its last digit changed. */
+    static char other[65];
+    memcpy(other, self_hash, sizeof(other));
+    other[63] = other[63] == '0' ? '1' : '0';
+    built.rootfs = other;
+    snprintf(body, sizeof(body), "{\"name\":\"bad1\",\"rootfs\":\"%s\"}", img);
+    create(body);
+    wait_status("bad1", "failed");
+    const char *why = field_of("bad1", "reason", buf, sizeof(buf));
+    if (!strstr(why, img) || !strstr(why, "guest root filesystem") ||
+        !strstr(why, "does not match the SHA-256 recorded"))
+        fail_msg("reason: %s", why);
+    assert_string_equal(field_of("bad1", "log", buf, sizeof(buf)), "");
+    char sj[400];
+    snprintf(sj, sizeof(sj), "%s/sessions/bad1/session.json", home);
+    json_t *disk = json_load_file(sj, 0, NULL);
+    if (disk) { /* the directory is made after the check: none is fine */
+        assert_non_null(strstr(json_string_value(json_object_get(disk, "reason")), img));
+        json_decref(disk);
+    }
+    /* No hash recorded for a root image. */
+    built.rootfs = NULL;
+    snprintf(body, sizeof(body), "{\"name\":\"bad2\",\"rootfs\":\"%s\"}", img);
+    create(body);
+    wait_status("bad2", "failed");
+    why = field_of("bad2", "reason", buf, sizeof(buf));
+    if (!strstr(why, img) || !strstr(why, "no SHA-256 was recorded"))
+        fail_msg("reason: %s", why);
+    /* The control: the same image with its own hash recorded boots. */
+    built.rootfs = self_hash;
+    snprintf(body, sizeof(body), "{\"name\":\"good1\",\"rootfs\":\"%s\"}", img);
+    create(body);
+    wait_status("good1", "running");
+    built.rootfs = NULL;
+    purge("bad1");
+    purge("bad2");
+    purge("good1");
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 3 && !strcmp(argv[1], "--config"))
@@ -390,10 +664,8 @@ int main(int argc, char **argv)
     if (n <= 0)
         return 1;
     self_exe[n] = '\0';
-    static char self_hash[65];
     if (integrity_file_sha256(NULL, self_exe, self_hash, NULL))
         return 1;
-    static struct integrity_built built;
     built.kernel = built.initrd = self_hash;
     integrity_set_built(&built);
     signal(SIGPIPE, SIG_IGN);
@@ -405,6 +677,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_sessions_lifecycle_with_fake_vmm),
         cmocka_unit_test(test_sessions_exec_timeout_and_purge_running),
         cmocka_unit_test(test_sessions_boot_failure_is_reported),
+        cmocka_unit_test(test_sessions_prepare_does_not_stall_exec),
+        cmocka_unit_test(test_sessions_prepare_two_at_once),
+        cmocka_unit_test(test_sessions_stop_and_purge_while_preparing),
+        cmocka_unit_test(test_sessions_destroy_while_preparing),
+        cmocka_unit_test(test_sessions_bad_asset_reason_names_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
