@@ -12,7 +12,8 @@
  * - an option a daemon session cannot take (--workspace): exit 2 naming it
  *   and --standalone;
  * - the daemon refusing the session (a name already running) or failing to
- *   boot it (a root image that does not exist): exit 125 with its message;
+ *   boot it (a root image with no recorded hash): exit 125 with its message,
+ *   which names the image;
  * - an unknown session for `capsem exec`: exit 1 with the daemon's reason;
  * - a command the guest cannot start: 127 with the guest's reason.
  */
@@ -466,7 +467,8 @@ static void test_cli_run_daemon_errors_exit_125(void **state)
     const char *why = json_string_value(json_object_get(j, "reason"));
     assert_string_equal(json_string_value(json_object_get(j, "status")), "failed");
     assert_non_null(why);
-    assert_true(why[0] != '\0');
+    /* The real reason, naming the image, not a pointer to the daemon's log. */
+    assert_non_null(strstr(why, "guest root filesystem /nonexistent/root.sqfs"));
     assert_non_null(strstr(o.err, why));
     json_decref(j);
     /* A session the daemon refuses: a name that is running. */
