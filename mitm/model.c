@@ -8,6 +8,7 @@
 #include "model.h"
 
 #include "model_impl.h"
+#include "jscan.h"
 
 #include <errno.h>
 #ifdef __SSE2__
@@ -881,7 +882,10 @@ static void parse_request(struct model_parser *p)
         p->call.parse_error = true;
     if (p->req.len == 0)
         return;
-    json_t *root = json_loadb((const char *)p->req.data, p->req.len, 0, NULL);
+    /* long strings keep only a prefix: the providers read previews of at most 512 bytes */
+    json_t *root = NULL;
+    if (jscan_load((const char *)p->req.data, p->req.len, JSCAN_STRING_MAX, &root, NULL) != 0)
+        root = NULL;
     if (json_is_object(root)) {
         if (p->ops && p->ops->request)
             p->ops->request(p, root);
