@@ -379,6 +379,11 @@ int cli_list_main(int argc, char **argv)
                    (long long)json_integer_value(json_object_get(s, "requests")),
                    (long long)json_integer_value(json_object_get(s, "tokens")),
                    json_number_value(json_object_get(s, "cost")), cmdl);
+            /* Why a session failed, on a line of its own under it. */
+            const char *why = json_string_value(json_object_get(s, "reason"));
+            const char *st = json_string_value(json_object_get(s, "status"));
+            if (st && !strcmp(st, "failed") && why && why[0])
+                printf("  failed: %s\n", why);
         }
     }
     json_decref(j);

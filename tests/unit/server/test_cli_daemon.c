@@ -59,8 +59,9 @@ struct outcome {
     pid_t pid;
 };
 
-static int (*const mains[])(int, char **) = {cli_run_main, cli_exec_main, cli_create_main};
-enum { M_RUN, M_EXEC, M_CREATE };
+static int (*const mains[])(int, char **) = {cli_run_main, cli_exec_main, cli_create_main,
+                                             cli_list_main};
+enum { M_RUN, M_EXEC, M_CREATE, M_LIST };
 
 /*
  * Run mains[which](argv) in a child with `in` (in_len bytes) on its stdin,
@@ -470,7 +471,14 @@ static void test_cli_run_daemon_errors_exit_125(void **state)
     /* The real reason, naming the image, not a pointer to the daemon's log. */
     assert_non_null(strstr(why, "guest root filesystem /nonexistent/root.sqfs"));
     assert_non_null(strstr(o.err, why));
+    /* `capsem list` shows it under the failed session's line. */
+    char *lv[] = {"list", NULL};
+    char line[700];
+    snprintf(line, sizeof(line), "\n  failed: %s\n", why);
     json_decref(j);
+    cli(M_LIST, lv, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_non_null(strstr(o.out, line));
     /* A session the daemon refuses: a name that is running. */
     char *cv[] = {"create", "--rootfs", "none", "--name", "busy", NULL};
     cli(M_CREATE, cv, NULL, 0, NULL, &o);
