@@ -63,29 +63,20 @@ static bool special(unsigned char c, bool high)
     return c == '"' || c == '\\' || c < 0x20 || (high && c >= 0x80);
 }
 
-/* The first byte at or after pos that ends a plain run of string bytes (or len). */
-static size_t find_special(const unsigned char *p, size_t pos, size_t len, bool high)
-{
 #ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"');
-    const __m128i bslash = _mm_set1_epi8('\\');
-    const __m128i ctl = _mm_set1_epi8(0x1f);
-    while (len - pos >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(p + pos));
-        __m128i m = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash));
-        m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_min_epu8(v, ctl), v));
-        unsigned mask = (unsigned)_mm_movemask_epi8(m);
-        if (high)
-            mask |= (unsigned)_mm_movemask_epi8(v);
-        if (mask)
-            return pos + (size_t)__builtin_ctz(mask);
-        pos += 16;
-    }
-#endif
-    while (pos < len && !special(p[pos], high))
-        pos++;
-    return pos;
+/* Bit i set when q[i] is a quote, a backslash, a control byte (or >= 0x80 when `high`). */
+static inline unsigned block_mask(const unsigned char *q, bool high)
+{
+    const __m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+    __m128i m =
+        _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')));
+    m = _mm_or_si128(m, _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v));
+    unsigned mask = (unsigned)_mm_movemask_epi8(m);
+    if (high)
+        mask |= (unsigned)_mm_movemask_epi8(v);
+    return mask;
 }
+#endif
 
 static int hexval(unsigned char c)
 {
@@ -227,11 +218,66 @@ static size_t utf8_len(const unsigned char *q, size_t avail)
     return n;
 }
 
-/* After more than `bound` bytes were kept: find the closing quote, checking what is skipped. */
+/* The escape at pos checked and passed over (the short ones without decoding). */
+static inline int pass_escape(struct scan *s)
+{
+    if (s->len - s->pos >= 2) {
+        switch (s->p[s->pos + 1]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            s->pos += 2;
+            return 0;
+        default:
+            break;
+        }
+    }
+    unsigned char u[4];
+    size_t n;
+    return escape(s, u, &n);
+}
+
+/*
+ * After more than the bound was kept: find the closing quote, 16 bytes at a
+ * time, checking the escapes and control characters passed over (not UTF-8).
+ */
 static int skip_tail(struct scan *s)
 {
+#ifdef __SSE2__
+    size_t pos = s->pos;
+    while (s->len - pos >= 16) {
+        unsigned mask = block_mask(s->p + pos, false);
+        size_t next = pos + 16;
+        while (mask) {
+            size_t at = pos + (size_t)__builtin_ctz(mask);
+            s->pos = at;
+            if (s->p[at] == '"') {
+                s->pos++;
+                return 0;
+            }
+            if (s->p[at] != '\\')
+                return -EINVAL; /* a control character */
+            int rc = pass_escape(s);
+            if (rc != 0)
+                return rc;
+            if (s->pos - pos >= 16) {
+                next = s->pos;
+                break;
+            }
+            mask &= ~0u << (s->pos - pos); /* what the escape covered */
+        }
+        pos = next;
+    }
+    s->pos = pos;
+#endif
     for (;;) {
-        s->pos = find_special(s->p, s->pos, s->len, false);
+        while (s->pos < s->len && !special(s->p[s->pos], false))
+            s->pos++;
         if (s->pos >= s->len)
             return -EINVAL;
         unsigned char c = s->p[s->pos];
@@ -241,9 +287,7 @@ static int skip_tail(struct scan *s)
         }
         if (c != '\\')
             return -EINVAL; /* a control character */
-        unsigned char u[4];
-        size_t n;
-        int rc = escape(s, u, &n);
+        int rc = pass_escape(s);
         if (rc != 0)
             return rc;
     }
@@ -252,49 +296,63 @@ static int skip_tail(struct scan *s)
 /*
  * The string whose opening quote is just before pos, decoded into sb; when
  * it decodes to more than `bound` bytes (SIZE_MAX: no bound), only its first
- * `bound` bytes are kept, less a UTF-8 character cut there.
+ * `bound` bytes are kept, less a UTF-8 character cut there. Plain bytes are
+ * copied 16 at a time (sb keeps 16 bytes of slack for it).
  */
 static int scan_string(struct scan *s, size_t bound)
 {
+    int rc;
     s->sb_len = 0;
     while (s->sb_len <= bound) {
-        size_t end = find_special(s->p, s->pos, s->len, true);
-        size_t run = end - s->pos;
-        if (bound != SIZE_MAX && run > bound - s->sb_len + 1)
-            run = bound - s->sb_len + 1;
-        int rc = sb_append(s, s->p + s->pos, run);
-        if (rc != 0)
-            return rc;
-        s->pos += run;
+        if (s->sb_cap - s->sb_len < 32) {
+            rc = sb_reserve(s, 32);
+            if (rc != 0)
+                return rc;
+        }
+#ifdef __SSE2__
+        if (s->len - s->pos >= 16) {
+            unsigned mask = block_mask(s->p + s->pos, true);
+            _mm_storeu_si128((__m128i *)(void *)(s->sb + s->sb_len),
+                             _mm_loadu_si128((const __m128i *)(const void *)(s->p + s->pos)));
+            size_t k = mask ? (size_t)__builtin_ctz(mask) : 16;
+            s->pos += k;
+            s->sb_len += k;
+            if (!mask)
+                continue;
+        } else
+#endif
+        {
+            while (s->pos < s->len && !special(s->p[s->pos], true) && s->sb_cap - s->sb_len > 8)
+                s->sb[s->sb_len++] = (char)s->p[s->pos++];
+            if (s->pos < s->len && !special(s->p[s->pos], true))
+                continue; /* room ran low */
+        }
         if (s->sb_len > bound)
             break;
         if (s->pos >= s->len)
             return -EINVAL;
         unsigned char c = s->p[s->pos];
-        unsigned char u[4];
-        size_t n;
         if (c == '"') {
             s->pos++;
             return 0;
         }
         if (c < 0x20)
             return -EINVAL;
+        size_t n;
         if (c == '\\') {
-            rc = escape(s, u, &n);
+            rc = escape(s, (unsigned char *)s->sb + s->sb_len, &n);
             if (rc != 0)
                 return rc;
-            rc = sb_append(s, u, n);
         } else {
             n = utf8_len(s->p + s->pos, s->len - s->pos);
             if (n == 0)
                 return -EINVAL;
-            rc = sb_append(s, s->p + s->pos, n);
+            memcpy(s->sb + s->sb_len, s->p + s->pos, n);
             s->pos += n;
         }
-        if (rc != 0)
-            return rc;
+        s->sb_len += n;
     }
-    int rc = skip_tail(s);
+    rc = skip_tail(s);
     if (rc != 0)
         return rc;
     size_t n = bound;
