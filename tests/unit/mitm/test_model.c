@@ -451,7 +451,7 @@ static void test_model_parser_request_compressed(void **state)
                       "\"function_call_output\",\"call_id\":\"call_9\",\"output\":\"done\"}]}";
     struct model_route r;
     assert_true(model_detect(NULL, "api.openai.com", "POST", "/v1/responses", 13, &r));
-    size_t n;
+    size_t n = 0;
     uint8_t *z = ct_zstd(req, strlen(req), &n);
     uint8_t *g = NULL;
     /* zstd and gzip request bodies, fed byte by byte */
