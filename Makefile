@@ -1,6 +1,8 @@
 # Thin wrapper over the one CMake build, so the quick start is two commands.
 #   make run    build everything (host programs, guest kernel, initramfs, the
 #               Debian root filesystem) and run the main job: capsem run -- uname -a
+#   make serve  build everything and run the service: capsem serve on
+#               127.0.0.1:$(PORT) (default 7878); open the login URL it prints
 #   make test   build, then run every test: unit, lint and kvm (real VMs) in the
 #               normal build, and the unit tests again under ASan + UBSan
 # The kernel and the root filesystem are cached in ~/.cache/capsem by the hash
@@ -11,9 +13,10 @@ BUILD ?= build
 ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+PORT ?= 7878
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all build asan run test clean
+.PHONY: all build asan run serve test clean
 
 all: build
 
@@ -34,6 +37,17 @@ run: build
 	    echo "$$probe"; \
 	    echo "make run: this host's KVM cannot run guests directly; using the KVM test bed"; \
 	    tests/kvm-bed/run -- $(BUILD)/bin/capsem run -- uname -a; \
+	fi
+
+# The daemon; in the KVM test bed (its port forwarded to this host's loopback,
+# $CAPSEM_HOME shared) where this host's KVM cannot run guests. Ctrl-C stops it.
+serve: build
+	@if probe=$$($(BUILD)/bin/capsem-vmm --probe 2>&1); then \
+	    exec $(BUILD)/bin/capsem serve --listen 127.0.0.1:$(PORT); \
+	else \
+	    echo "$$probe"; \
+	    echo "make serve: this host's KVM cannot run guests directly; serving from the KVM test bed"; \
+	    tests/kvm-bed/run --forward $(PORT) -- $(BUILD)/bin/capsem serve --listen 127.0.0.1:$(PORT); \
 	fi
 
 test: build asan

@@ -390,15 +390,25 @@ int cli_list_main(int argc, char **argv)
     return 0;
 }
 
+static json_t *session_get(const char *home, const char *id, char *err, size_t errlen);
+static int wait_running(const char *home, const char *id, bool stopped_ok, int64_t deadline,
+                        unsigned timeout_s, int64_t boot_deadline, unsigned boot_timeout_s,
+                        int sig_fd);
+static int64_t mono_ms(void);
+
+/* How long `capsem create` waits for its session to leave "booting" (the daemon has its own
+ * limits). */
+#define CREATE_WAIT_S 600u
+
 static const char create_usage[] =
     "usage: capsem create [--name NAME] [--rootfs FILE|none] [--mem MIB] [--cpus N]\n"
     "                     [-e K=V]... [--no-net] [--policy high|medium|open]\n"
-    "                     [--agent claude|gemini|codex] [--json]\n"
+    "                     [--agent claude|gemini|codex] [--no-wait] [--json]\n"
     "                     [-- CMD [ARG...]]\n";
 
 int cli_create_main(int argc, char **argv)
 {
-    bool js = false;
+    bool js = false, no_wait = false;
     json_t *body = json_object(), *env = json_object(), *cmd = json_array();
     int code = CAPSEM_EXIT_USAGE;
     if (!body || !env || !cmd) {
@@ -420,6 +430,8 @@ int cli_create_main(int argc, char **argv)
             goto out;
         } else if (!strcmp(a, "--json")) {
             js = true;
+        } else if (!strcmp(a, "--no-wait")) {
+            no_wait = true;
         } else if (!strcmp(a, "--no-net")) {
             json_object_set_new(body, "no_net", json_true());
         } else if (takes) {
@@ -457,6 +469,22 @@ int cli_create_main(int argc, char **argv)
     json_t *j = NULL;
     code = s ? call("create", "POST", "/api/v1/sessions", s, &j) : CAPSEM_EXIT_FAILED;
     free(s);
+    const char *id = json_string_value(json_object_get(j, "id"));
+    if (!code && !no_wait && id) {
+        /* Until it runs (or ran its command), as long as a boot may take. */
+        char home[4096];
+        home_dir(home, sizeof(home));
+        int64_t bd = mono_ms() + (int64_t)CREATE_WAIT_S * 1000;
+        code = wait_running(home, id, json_array_size(cmd) > 0, 0, 0, bd, CREATE_WAIT_S, -1);
+        if (code == 0) {
+            char gerr[600];
+            json_t *now = session_get(home, id, gerr, sizeof(gerr));
+            if (now) {
+                json_decref(j);
+                j = now;
+            }
+        }
+    }
     if (!code) {
         if (js)
             print_json(j);
@@ -1438,6 +1466,58 @@ static int wait_signal(int sig_fd, int ms)
     return (int)si.ssi_signo;
 }
 
+/*
+ * Poll session id every 100 ms until it runs (or, with stopped_ok, has
+ * already run its command and stopped): 0, or the exit code after a line on
+ * stderr (CAPSEM_EXIT_FAILED when it failed or stopped, with its reason; CAPSEM_EXIT_TIMEOUT past
+ * `deadline` (0 = none); 128+N on a signal from sig_fd (-1 = none)). boot_deadline bounds the boot
+ * itself.
+ */
+static int wait_running(const char *home, const char *id, bool stopped_ok, int64_t deadline,
+                        unsigned timeout_s, int64_t boot_deadline, unsigned boot_timeout_s,
+                        int sig_fd)
+{
+    char err[600];
+    for (;;) {
+        json_t *j = session_get(home, id, err, sizeof(err));
+        const char *st = json_string_value(json_object_get(j, "status"));
+        if (!j || !st) {
+            fprintf(stderr, "capsem: %s\n", err);
+            json_decref(j);
+            return CAPSEM_EXIT_FAILED;
+        }
+        if (!strcmp(st, "running") || (stopped_ok && !strcmp(st, "stopped"))) {
+            json_decref(j);
+            return 0;
+        }
+        if (strcmp(st, "booting")) {
+            const char *why = json_string_value(json_object_get(j, "reason"));
+            const char *log = json_string_value(json_object_get(j, "log"));
+            fprintf(stderr, "capsem: the daemon's session %s %s: %s\n", id, st,
+                    why && why[0] ? why : "no reason given");
+            if (log && log[0])
+                fprintf(stderr, "capsem: the VM log is kept at %s\n", log);
+            json_decref(j);
+            return CAPSEM_EXIT_FAILED;
+        }
+        json_decref(j);
+        int64_t now = mono_ms();
+        if (deadline && now >= deadline) {
+            fprintf(stderr, "capsem: timed out after %u s\n", timeout_s);
+            return CAPSEM_EXIT_TIMEOUT;
+        }
+        if (now >= boot_deadline) {
+            /* Only `capsem run` (the caller with a signal fd) has --boot-timeout. */
+            fprintf(stderr, "capsem: the guest was not ready within %u s%s\n", boot_timeout_s,
+                    sig_fd >= 0 ? " (--boot-timeout)" : "");
+            return CAPSEM_EXIT_FAILED;
+        }
+        int sig = sig_fd >= 0 ? wait_signal(sig_fd, 100) : (poll(NULL, 0, 100), 0);
+        if (sig)
+            return 128 + sig;
+    }
+}
+
 /* The run's options that a daemon session cannot take, or NULL. */
 static const char *daemon_refuses(const struct cli_run_opts *o)
 {
@@ -1604,43 +1684,11 @@ int cli_run_daemon(const struct cli_run_opts *o, bool *handled)
     json_decref(j);
     j = NULL;
     /* Booting: the session's status, every 100 ms. */
-    for (;;) {
-        j = session_get(home, id, err, sizeof(err));
-        const char *st = json_string_value(json_object_get(j, "status"));
-        if (!j || !st) {
-            fprintf(stderr, "capsem: %s\n", err);
-            goto out;
-        }
-        if (!strcmp(st, "running"))
-            break;
-        if (strcmp(st, "booting")) {
-            const char *why = json_string_value(json_object_get(j, "reason"));
-            const char *log = json_string_value(json_object_get(j, "log"));
-            fprintf(stderr, "capsem: the daemon's session %s %s: %s\n", id, st,
-                    why && why[0] ? why : "no reason given");
-            if (log && log[0])
-                fprintf(stderr, "capsem: the VM log is kept at %s\n", log);
-            goto out;
-        }
-        json_decref(j);
-        j = NULL;
-        int64_t now = mono_ms();
-        if (deadline && now >= deadline) {
-            fprintf(stderr, "capsem: timed out after %u s\n", o->timeout_s);
-            code = CAPSEM_EXIT_TIMEOUT;
-            goto out;
-        }
-        if (now >= boot_deadline) {
-            fprintf(stderr, "capsem: the guest was not ready within %u s (--boot-timeout)\n",
-                    o->boot_timeout_s);
-            goto out;
-        }
-        int sig = wait_signal(sig_fd, 100);
-        if (sig) {
-            code = 128 + sig;
-            goto out;
-        }
-    }
+    code = wait_running(home, id, false, deadline, o->timeout_s, boot_deadline, o->boot_timeout_s,
+                        sig_fd);
+    if (code)
+        goto out;
+    code = CAPSEM_EXIT_FAILED;
     LOG_INFO("event=vm_ready boot_ms=%lld session=%s", (long long)(mono_ms() - t0), id);
     struct cli_exec_stream_req rq = {
         .prog = "capsem",

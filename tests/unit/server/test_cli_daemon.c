@@ -493,6 +493,37 @@ static void test_cli_run_daemon_errors_exit_125(void **state)
     assert_string_equal(listed_status("busy"), "running");
 }
 
+/* create waits until its session runs (or ran its command), or says why it failed. */
+static void test_cli_create_waits(void **state)
+{
+    (void)state;
+    NEED_HOST_AGENT();
+    struct outcome o;
+    char *av[] = {"create", "--rootfs", "none", "--name", "waited", NULL};
+    cli(M_CREATE, av, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "waited\n");
+    assert_string_equal(listed_status("waited"), "running");
+    /* A command that ends at once: stopped is what it was asked for. */
+    char *bv[] = {"create", "--rootfs", "none", "--name", "oneshot", "--", "true", NULL};
+    cli(M_CREATE, bv, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "oneshot\n");
+    /* A boot that fails: 125 and the reason. */
+    char *cv[] = {"create", "--rootfs", "/nonexistent/create.sqfs", "--name", "broken", NULL};
+    cli(M_CREATE, cv, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, CAPSEM_EXIT_FAILED);
+    assert_string_equal(o.out, "");
+    assert_non_null(strstr(o.err, "capsem: the daemon's session broken failed: "));
+    assert_non_null(strstr(o.err, "/nonexistent/create.sqfs"));
+    /* --no-wait: the id at once, whatever the session's state. */
+    char *dv[] = {"create", "--rootfs", "none", "--name", "nowait", "--no-wait", NULL};
+    cli(M_CREATE, dv, NULL, 0, NULL, &o);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "nowait\n");
+    assert_true(wait_listed("nowait", "running"));
+}
+
 static void test_cli_run_daemon_timeout(void **state)
 {
     (void)state;
@@ -601,6 +632,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_cli_run_standalone_forced),
         cmocka_unit_test(test_cli_run_daemon_refused_option),
         cmocka_unit_test(test_cli_run_daemon_errors_exit_125),
+        cmocka_unit_test(test_cli_create_waits),
         cmocka_unit_test(test_cli_run_daemon_timeout),
         cmocka_unit_test(test_cli_exec_stream_output_status_stdin),
     };
