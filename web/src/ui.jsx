@@ -1,5 +1,5 @@
 // Small shared pieces: notices, a modal dialog, a side drawer, keyboard tabs.
-import { useEffect, useRef } from 'preact/hooks';
+import { useEffect, useLayoutEffect, useRef } from 'preact/hooks';
 
 export function NotAvailable({ what }) {
     return (
@@ -57,10 +57,14 @@ export function Dialog({ title, open, onClose, children }) {
 // in, and back when it closes.
 export function Drawer({ title, onClose, children }) {
     const ref = useRef(null);
-    useEffect(() => {
+    const close = useRef(onClose);
+    close.current = onClose;
+    // A layout effect: focus and the Escape key are in place as soon as the
+    // drawer is in the page, not a frame later (a quick Escape is not lost).
+    useLayoutEffect(() => {
         const before = document.activeElement;
         ref.current && ref.current.focus();
-        const key = (e) => e.key === 'Escape' && onClose();
+        const key = (e) => e.key === 'Escape' && close.current();
         window.addEventListener('keydown', key);
         return () => {
             window.removeEventListener('keydown', key);
