@@ -633,8 +633,18 @@ const cases = {
                     throw new Failure(`${t}: expected ${n} rows, saw ${await rows(t).count()}`);
                 });
 
+        // The first load fails (as for a session still booting): the table says so, then
+        // recovers by itself on its next poll.
+        let failed = 0;
+        await page.route(/\/api\/v1\/sessions\/seeded\/net-events/, (route) => {
+            if (failed++ === 0)
+                return route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"not ready"}' });
+            return route.continue();
+        });
         await page.goto(`${S}/network`);
+        await page.locator('.notice', { hasText: /not ready|not available|503/ }).first().waitFor({ timeout: 10000 });
         await waitCount('network', 3);
+        await page.unroute(/\/api\/v1\/sessions\/seeded\/net-events/);
         check((await rows('network').first().textContent()).includes('evil.example.com'), 'network rows are not newest first');
         await page.locator('select[name=decision]').selectOption('block');
         await waitCount('network', 1);

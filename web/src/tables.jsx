@@ -240,7 +240,10 @@ export function EventTable({ id, kindName }) {
         [id, kindName]
     );
 
-    // Poll the newest page while live: new ids go on top.
+    // Poll the newest page while live: new ids go on top. A table whose first
+    // load failed (a session still booting has no database yet) recovers here.
+    const resRef = useRef(res);
+    resRef.current = res;
     useEffect(() => {
         if (!live)
             return;
@@ -248,6 +251,12 @@ export function EventTable({ id, kindName }) {
             const r = await call(`${base}?${query(kind, filtersRef.current, null)}`);
             if (!r.ok)
                 return;
+            if (!resRef.current || !resRef.current.ok) {
+                setRes(r);
+                setRows(rowsOf(r.data));
+                setCursor(cursorOf(r.data));
+                return;
+            }
             const fresh = rowsOf(r.data);
             setRows((old) => {
                 const seen = new Set(old.map((o) => o.id));
