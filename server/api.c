@@ -126,8 +126,7 @@ static void resp_set(struct api_resp *resp, int status, const char *type, char *
     resp->body_len = body ? strlen(body) : 0;
 }
 
-/* Set a JSON body from `j` (taken). 0 or -ENOMEM. */
-static int resp_json(struct api_resp *resp, int status, json_t *j)
+int api_json(struct api_resp *resp, int status, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -142,7 +141,7 @@ static int resp_json(struct api_resp *resp, int status, json_t *j)
 
 int api_error(struct api_resp *resp, int status, const char *msg)
 {
-    return resp_json(resp, status, json_pack("{s:s}", "error", msg));
+    return api_json(resp, status, json_pack("{s:s}", "error", msg));
 }
 
 void api_count_response(struct api *api, int status)
@@ -277,7 +276,7 @@ static int get_healthz(struct api *api, const struct api_req *req, struct api_re
 {
     (void)api;
     (void)req;
-    return resp_json(resp, 200, json_pack("{s:s}", "status", "ok"));
+    return api_json(resp, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 static int get_login(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -295,7 +294,7 @@ static int get_login(struct api *api, const struct api_req *req, struct api_resp
     memset(session, 0, sizeof(session));
     snprintf(resp->location, sizeof(resp->location), "/");
     LOG_INFO("event=login");
-    return resp_json(resp, 303, json_pack("{s:s}", "location", "/"));
+    return api_json(resp, 303, json_pack("{s:s}", "location", "/"));
 }
 
 static int get_metrics(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -366,7 +365,7 @@ static int get_metrics(struct api *api, const struct api_req *req, struct api_re
 static int get_version(struct api *api, const struct api_req *req, struct api_resp *resp)
 {
     (void)req;
-    return resp_json(resp, 200, json_pack("{s:s,s:s}", "name", "capsem", "version", api->version));
+    return api_json(resp, 200, json_pack("{s:s,s:s}", "name", "capsem", "version", api->version));
 }
 
 static int post_auth_codes(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -388,8 +387,8 @@ static int post_auth_codes(struct api *api, const struct api_req *req, struct ap
     if (auth_code_new(api->auth, (unsigned)ttl, code) < 0)
         return api_error(resp, 500, "cannot make a login code");
     snprintf(url, sizeof(url), "http://%s/login?t=%s", req->host, code);
-    int rc = resp_json(resp, 201,
-                       json_pack("{s:s,s:s,s:I}", "code", code, "url", url, "expires_in", ttl));
+    int rc = api_json(resp, 201,
+                      json_pack("{s:s,s:s,s:I}", "code", code, "url", url, "expires_in", ttl));
     memset(code, 0, sizeof(code));
     return rc;
 }

@@ -12,6 +12,7 @@
 
 #include "auth.h"
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -109,6 +110,9 @@ __attribute__((warn_unused_result)) int api_handle(struct api *api, const struct
                                                    const struct api_req *req,
                                                    struct api_resp *resp);
 
+/* Fill `resp` with the compact JSON of `j` (taken; NULL counts as out of memory) and
+ * `status`. 0, or -ENOMEM with an empty 500. */
+int api_json(struct api_resp *resp, int status, json_t *j);
 /* Fill `resp` with {"error": msg} and `status`. 0 or -ENOMEM (then status is still set). */
 int api_error(struct api_resp *resp, int status, const char *msg);
 /* Free the body. */

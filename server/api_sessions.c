@@ -30,21 +30,6 @@ void api_sessions_attach(struct sessions *s)
     atomic_store(&attached, s);
 }
 
-/* Set a JSON body from `j` (taken). */
-static int reply(struct api_resp *resp, int status, json_t *j)
-{
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!s)
-        return api_error(resp, 500, "out of memory");
-    api_resp_fini(resp);
-    resp->status = status;
-    resp->content_type = "application/json";
-    resp->body = s;
-    resp->body_len = strlen(s);
-    return 0;
-}
-
 /* The {id} segment of the path into id[]; false when it is not a session name. */
 static bool path_id(const struct api_req *req, char *id, size_t len)
 {
@@ -296,7 +281,7 @@ int api_sessions_create(struct api *api, const struct api_req *req, struct api_r
     else {
         snprintf(resp->location, sizeof(resp->location), PREFIX "%.40s",
                  json_string_value(json_object_get(out, "id")));
-        rc = reply(resp, 201, out);
+        rc = api_json(resp, 201, out);
     }
     goto done;
 bad:
@@ -318,7 +303,7 @@ int api_sessions_list(struct api *api, const struct api_req *req, struct api_res
     json_t *a = sessions_list(m);
     if (!a)
         return api_error(resp, 500, "out of memory");
-    return reply(resp, 200, json_pack("{s:o}", "sessions", a));
+    return api_json(resp, 200, json_pack("{s:o}", "sessions", a));
 }
 
 int api_sessions_get(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -333,7 +318,7 @@ int api_sessions_get(struct api *api, const struct api_req *req, struct api_resp
         return api_error(resp, 404, "no such session");
     if (!out)
         return api_error(resp, 500, "out of memory");
-    return reply(resp, 200, out);
+    return api_json(resp, 200, out);
 }
 
 int api_sessions_delete(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -356,7 +341,7 @@ int api_sessions_delete(struct api *api, const struct api_req *req, struct api_r
         json_decref(out);
         return api_error(resp, 500, "cannot stop the session");
     }
-    return reply(resp, 200, out);
+    return api_json(resp, 200, out);
 }
 
 /* Bytes as a JSON string: text when asked and valid UTF-8 (else base64). */
@@ -481,7 +466,7 @@ int api_sessions_exec(struct api *api, const struct api_req *req, struct api_res
         }
         if (j && res.error[0])
             json_object_set_new(j, "error", json_string(res.error));
-        rc = reply(resp, 200, j);
+        rc = api_json(resp, 200, j);
     }
     goto done;
 bad:

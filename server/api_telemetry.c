@@ -32,21 +32,6 @@ int api_capsem_home(char *buf, size_t len)
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
-/* Set a JSON body from `j` (taken). 0 or -ENOMEM. */
-static int send_json(struct api_resp *resp, int status, json_t *j)
-{
-    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!s)
-        return api_error(resp, 500, "out of memory");
-    api_resp_fini(resp);
-    resp->status = status;
-    resp->content_type = "application/json";
-    resp->body = s;
-    resp->body_len = strlen(s);
-    return 0;
-}
-
 /*
  * The session directory for the {id} in `path` (and the rest of the path
  * after it in *rest). 0, or an error already in resp (400 bad id, 404 no
@@ -145,7 +130,7 @@ int api_get_session_events(struct api *api, const struct api_req *req, struct ap
         LOG_WARN("event=telemetry_list_failed rc=%d reason=\"%s\"", rc, err);
         return api_error(resp, 500, err[0] ? err : "cannot read the session");
     }
-    return send_json(resp, 200, page);
+    return api_json(resp, 200, page);
 }
 
 int api_get_session_stats(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -157,7 +142,7 @@ int api_get_session_stats(struct api *api, const struct api_req *req, struct api
     json_t *j = NULL;
     if (tq_stats(dir, &j, err, sizeof(err)) < 0)
         return api_error(resp, 500, err[0] ? err : "cannot read the session");
-    return send_json(resp, 200, j);
+    return api_json(resp, 200, j);
 }
 
 int api_post_session_query(struct api *api, const struct api_req *req, struct api_resp *resp)
@@ -181,7 +166,7 @@ int api_post_session_query(struct api *api, const struct api_req *req, struct ap
         return api_error(resp, 404, err);
     if (rc < 0)
         return api_error(resp, 500, err[0] ? err : "cannot read the session");
-    return send_json(resp, 200, j);
+    return api_json(resp, 200, j);
 }
 
 /* ---- policy ---- */
@@ -275,7 +260,7 @@ int api_get_policy(struct api *api, const struct api_req *req, struct api_resp *
     json_t *j = json_pack("{s:s,s:o,s:b,s:O*}", "path", pp.user, "config",
                           user ? user : json_object(), "locked", corp_locked(corp), "corp", corp);
     json_decref(corp);
-    return send_json(resp, 200, j);
+    return api_json(resp, 200, j);
 }
 
 /* Write `text` to `path` atomically (a temporary file in the same directory, fsync, rename). */
@@ -369,8 +354,8 @@ int api_put_policy(struct api *api, const struct api_req *req, struct api_resp *
     }
     LOG_INFO("event=policy_written path=\"%s\"", pp.user);
     redact_keys(user);
-    rc = send_json(resp, 200,
-                   json_pack("{s:s,s:O,s:b}", "path", pp.user, "config", user, "locked", false));
+    rc = api_json(resp, 200,
+                  json_pack("{s:s,s:O,s:b}", "path", pp.user, "config", user, "locked", false));
 out:
     policy_unref(p);
     json_decref(user);
