@@ -15,6 +15,7 @@
  * then the line ending, the header count, and the structure.
  */
 #include "http.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <string.h>
@@ -58,17 +59,6 @@ static bool is_field_char(unsigned char c)
 static bool is_ows(char c)
 {
     return c == ' ' || c == '\t';
-}
-
-static int hex_value(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 bool http_str_eq(struct http_str s, const char *c)
@@ -572,7 +562,7 @@ static long chunked_feed(struct http_body *b, const uint8_t *p, size_t len, http
 
         switch (b->state) {
         case CH_SIZE_START:
-            v = hex_value(c);
+            v = hex_digit(c);
             if (v < 0)
                 return chunk_fail(b);
             b->remaining = (uint64_t)v;
@@ -580,7 +570,7 @@ static long chunked_feed(struct http_body *b, const uint8_t *p, size_t len, http
             b->state = CH_SIZE;
             break;
         case CH_SIZE:
-            v = hex_value(c);
+            v = hex_digit(c);
             if (v >= 0) {
                 b->remaining = b->remaining * 16 + (uint64_t)v;
                 if (b->remaining > CHUNK_SIZE_MAX)

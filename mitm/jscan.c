@@ -7,6 +7,7 @@
  * its closing quote, with its escapes and control characters still checked.
  */
 #include "jscan.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <math.h>
@@ -78,17 +79,6 @@ static inline unsigned block_mask(const unsigned char *q, bool high)
 }
 #endif
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Four hex digits at pos (advanced past them) into *cp. */
 static int hex4(struct scan *s, uint32_t *cp)
 {
@@ -96,7 +86,7 @@ static int hex4(struct scan *s, uint32_t *cp)
         return -EINVAL;
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(s->p[s->pos + (size_t)i]);
+        int h = hex_digit(s->p[s->pos + (size_t)i]);
         if (h < 0)
             return -EINVAL;
         v = v << 4 | (uint32_t)h;

@@ -6,6 +6,7 @@
  * and the final result with its status.
  */
 #include "model.h"
+#include "hex.h"
 
 #include "model_impl.h"
 #include "jscan.h"
@@ -461,24 +462,13 @@ bool model_fast_int(const char *v, const char *end, int64_t *out)
     return true;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool hex4(const char *s, const char *end, uint32_t *out)
 {
     if (end - s < 4)
         return false;
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(s[i]);
+        int h = hex_digit(s[i]);
         if (h < 0)
             return false;
         v = v << 4 | (uint32_t)h;

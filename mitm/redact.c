@@ -7,6 +7,7 @@
  * allowlist is dropped rather than guessed about.
  */
 #include "redact.h"
+#include "hex.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -350,16 +351,6 @@ int redact_headers_json(const struct http_head *h, char **out)
     return ret;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = lower(c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Whether a raw (percent-encoded) parameter name is secret. */
 static bool param_is_secret(const char *s, size_t n)
 {
@@ -368,8 +359,8 @@ static bool param_is_secret(const char *s, size_t n)
 
     /* Longer names are judged on their first 256 decoded bytes and raw form. */
     for (size_t i = 0; i < n && m < sizeof(dec); i++) {
-        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            dec[m++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (s[i] == '%' && i + 2 < n && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
+            dec[m++] = (char)(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
             i += 2;
         } else {
             dec[m++] = s[i] == '+' ? ' ' : s[i];
